@@ -1,0 +1,107 @@
+"""Build onevita: ``dist/onevita.pyz`` (shiv) and ``dist/remotes/`` (the tree for /var/lib/one/remotes).
+
+One zipapp serves several CPython versions: the pinned wheels of every target version are
+unpacked into one site-packages (pure files are identical, extension modules carry the ABI tag
+in their names), and the launcher refuses interpreters the build does not cover.
+
+    python3 build.py [--python 3.9,3.11,3.12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "dist"
+BUILD = ROOT / "build"
+DEFAULT_PYTHONS = ("3.9", "3.11", "3.12")
+sys.path.insert(0, str(ROOT / "src"))
+from onevita.actions import ACTIONS, DRIVER_DIRS  # noqa: E402
+
+
+def pinned_requirements() -> list[str]:
+    """The exact runtime requirements from pyproject.toml (plus cffi's pure dependency)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], "pycparser==2.23"]
+
+
+def build_site_packages(pythons: list[str]) -> Path:
+    """Unpack the pinned wheels of every target Python, and onevita itself, into one tree."""
+    site = BUILD / "site-packages"
+    shutil.rmtree(site, ignore_errors=True)
+    site.mkdir(parents=True)
+    platform_tag = f"manylinux2014_{platform.machine()}"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check"]
+    for version in pythons:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([*pip, "--target", tmp, "--only-binary=:all:", "--implementation", "cp",
+                            "--python-version", version, "--platform", platform_tag,
+                            *pinned_requirements()], check=True)
+            shutil.copytree(tmp, site, dirs_exist_ok=True)
+    subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, cwd=BUILD)
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    return site
+
+
+def build_pyz(site: Path) -> Path:
+    """Pack the tree with shiv (reproducible, interpreter pinned, no site, isolated)."""
+    DIST.mkdir(exist_ok=True)
+    pyz = DIST / "onevita.pyz"
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "1700000000")}
+    subprocess.run([sys.executable, "-m", "shiv", "--site-packages", str(site), "--reproducible",
+                    "--compile-pyc", "-p", "/usr/bin/python3 -IS", "-e", "onevita.__main__:main",
+                    "-o", str(pyz)], check=True, env=env)
+    return pyz
+
+
+def build_id(pyz: Path) -> str:
+    """The build id shiv stored in the zipapp (it names the extraction cache)."""
+    with zipfile.ZipFile(pyz) as archive:
+        return str(json.loads(archive.read("environment.json"))["build_id"])
+
+
+def build_remotes(pyz: Path, pythons: list[str]) -> Path:
+    """``dist/remotes``: the zipapp once, the launcher, and one link per driver action."""
+    remotes = DIST / "remotes"
+    shutil.rmtree(remotes, ignore_errors=True)
+    home = remotes / "onevita"
+    home.mkdir(parents=True)
+    shutil.copy2(pyz, home / "onevita.pyz")
+    launcher = (ROOT / "src/onevita/launcher.py").read_text()
+    launcher = launcher.replace("@BUILD_ID@", build_id(pyz)).replace("@PYTHONS@", ",".join(pythons))
+    (home / "onevita").write_text(launcher)
+    (home / "onevita").chmod(0o755)
+    for command in ACTIONS:
+        family, _, action = command.partition("/")
+        directory = remotes / DRIVER_DIRS[family]
+        directory.mkdir(parents=True, exist_ok=True)
+        depth = DRIVER_DIRS[family].count("/") + 1
+        (directory / action).symlink_to("../" * depth + "onevita/onevita")
+    return remotes
+
+
+def main() -> None:
+    """Build everything into dist/."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=",".join(DEFAULT_PYTHONS),
+                        help="comma-separated CPython versions the zipapp must run on")
+    args = parser.parse_args()
+    pythons = sorted({*args.python.split(","), "%d.%d" % sys.version_info[:2]},
+                     key=lambda v: tuple(map(int, v.split("."))))
+    pyz = build_pyz(build_site_packages(pythons))
+    remotes = build_remotes(pyz, pythons)
+    print(f"built {pyz} ({pyz.stat().st_size // 1024} KiB) for Python {', '.join(pythons)} and {remotes}")
+
+
+if __name__ == "__main__":
+    main()

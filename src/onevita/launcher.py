@@ -1,0 +1,50 @@
+#!/usr/bin/python3 -IS
+"""onevita launcher: OpenNebula runs this file under action names (tm/vitastor/clone, ...).
+
+OpenNebula copies its remotes tree to hosts with ``rsync -L``, which turns every link into a
+copy, so the links point here and not at the zipapp: this small file is what gets repeated.
+It takes the command from its own path (``<remotes>/tm/vitastor/clone`` → ``tm/clone``),
+finds ``<remotes>/onevita/onevita.pyz`` and runs it from shiv's extraction cache, skipping
+shiv's bootstrap; on the first run of a build the bootstrap extracts the zipapp.
+build.py fills in BUILD_ID and PYTHONS.
+"""
+
+import sys
+
+BUILD_ID = "@BUILD_ID@"
+PYTHONS = "@PYTHONS@"
+
+
+def main() -> None:
+    """Check the interpreter, locate the zipapp and run the command."""
+    import os
+
+    if "%d.%d" % sys.version_info[:2] not in PYTHONS.split(","):
+        sys.stderr.write("onevita was built for Python %s, but %s is Python %d.%d: "
+                         "rebuild it with build.py --python\n"
+                         % (PYTHONS.replace(",", ", "), sys.executable, *sys.version_info[:2]))
+        sys.exit(1)
+    script = os.path.abspath(sys.argv[0])
+    parts = script.split(os.sep)
+    if parts[-2:] == ["onevita", "onevita"]:
+        root, argv = os.sep.join(parts[:-2]), sys.argv[1:]
+    else:
+        root, argv = os.sep.join(parts[:-3]), [parts[-3] + "/" + parts[-1]] + sys.argv[1:]
+    pyz = os.path.join(root, "onevita", "onevita.pyz")
+    cache = os.environ.get("SHIV_ROOT") or os.path.expanduser("~/.shiv")
+    site = os.path.join(cache, "onevita.pyz_" + BUILD_ID, "site-packages")
+    if not os.path.isdir(site):
+        sys.argv = [pyz] + argv
+        sys.path.insert(0, pyz)
+        import _bootstrap  # shiv's, inside the zipapp
+
+        _bootstrap.bootstrap()
+        return
+    sys.path.insert(0, site)
+    from onevita.__main__ import main as run
+
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""oned's XML-RPC API, in-process, with lxml (no ``onevm`` fork, no Ruby).
+
+Endpoint and credentials are resolved like OpenNebula's own clients
+(``src/oca/ruby/opennebula/lib/client.rb``): ``$ONE_XMLRPC``, else ``~/.one/one_endpoint``, else
+``/var/lib/one/.one/one_endpoint``, else ``http://localhost:2633/RPC2``; the session is the
+file named by ``$ONE_AUTH``, else ``~/.one/one_auth``, else ``/var/lib/one/.one/one_auth``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+from typing import Union
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from ..errors import OpenNebulaError
+
+__all__ = ["OneClient", "endpoint", "session"]
+
+DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
+Param = Union[str, int, bool]
+_ERROR_NAMES = {0x100: "AUTHENTICATION", 0x200: "AUTHORIZATION", 0x400: "NO_EXISTS", 0x800: "ACTION",
+                0x1000: "XML_RPC_API", 0x2000: "INTERNAL", 0x4000: "ALLOCATE", 0x8000: "LOCKED"}
+
+
+def _first_line(paths: list[str]) -> str | None:
+    for path in paths:
+        try:
+            with open(os.path.expanduser(path)) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    return None
+
+
+def endpoint() -> str:
+    """oned's XML-RPC URL, resolved like the OpenNebula CLI does."""
+    return os.environ.get("ONE_XMLRPC") or _first_line(
+        ["~/.one/one_endpoint", "/var/lib/one/.one/one_endpoint"]) or DEFAULT_ENDPOINT
+
+
+def session() -> str:
+    """The ``user:password`` session string, resolved like the OpenNebula CLI does."""
+    paths = ["~/.one/one_auth", "/var/lib/one/.one/one_auth"]
+    if os.environ.get("ONE_AUTH"):
+        paths.insert(0, os.environ["ONE_AUTH"])
+    secret = _first_line(paths)
+    if secret is None:
+        raise OpenNebulaError("no OpenNebula credentials: set ONE_AUTH or create ~/.one/one_auth")
+    return secret
+
+
+def _value(param: Param) -> etree._Element:
+    value = etree.Element("value")
+    if isinstance(param, bool):
+        etree.SubElement(value, "boolean").text = "1" if param else "0"
+    elif isinstance(param, int):
+        etree.SubElement(value, "int").text = str(param)
+    else:
+        etree.SubElement(value, "string").text = param
+    return value
+
+
+def _request(method: str, params: tuple[Param, ...]) -> bytes:
+    call = etree.Element("methodCall")
+    etree.SubElement(call, "methodName").text = method
+    body = etree.SubElement(call, "params")
+    for param in params:
+        etree.SubElement(body, "param").append(_value(param))
+    return etree.tostring(call, xml_declaration=True, encoding="UTF-8")
+
+
+def _scalar(value: etree._Element) -> str | int | bool:
+    typed = value[0] if len(value) else None
+    if typed is None:
+        return value.text or ""
+    text = typed.text or ""
+    if typed.tag in ("int", "i4", "i8"):
+        return int(text)
+    if typed.tag == "boolean":
+        return text.strip() == "1"
+    return text
+
+
+def _response(method: str, data: bytes) -> str:
+    """The document of a ``[true, "<XML>", 0]`` reply; OpenNebulaError for ``[false, msg, code]``."""
+    try:
+        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as e:
+        raise OpenNebulaError(f"{method}: malformed XML-RPC reply: {e}") from e
+    fault = root.find("fault")
+    if fault is not None:
+        text = " ".join(str(t).strip() for t in fault.itertext() if str(t).strip())
+        raise OpenNebulaError(f"{method}: XML-RPC fault: {text}")
+    items = [_scalar(v) for v in root.iterfind("params/param/value/array/data/value")]
+    if len(items) < 2:
+        raise OpenNebulaError(f"{method}: unexpected XML-RPC reply")
+    if items[0] is not True:
+        code = items[2] if len(items) > 2 and isinstance(items[2], int) else 0
+        raise OpenNebulaError(f"{items[1]} ({_ERROR_NAMES.get(code, code)})")
+    return str(items[1])
+
+
+class OneClient:
+    """A keep-alive XML-RPC connection to oned."""
+
+    def __init__(self, url: str | None = None, secret: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url or endpoint()
+        self.secret = secret
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise OpenNebulaError(f"unsupported OpenNebula endpoint {self.url!r}")
+        conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._conn = conn_class(parts.hostname, parts.port, timeout=timeout)
+        self._path = parts.path or "/RPC2"
+
+    def call(self, method: str, *params: Param) -> str:
+        """Call ``method(session, *params)`` and return the XML document it answers with."""
+        if self.secret is None:
+            self.secret = session()
+        body = _request(method, (self.secret, *params))
+        try:
+            self._conn.request("POST", self._path, body, {"Content-Type": "text/xml"})
+            reply = self._conn.getresponse()
+            data = reply.read()
+        except (OSError, http.client.HTTPException) as e:
+            self._conn.close()
+            raise OpenNebulaError(f"cannot reach OpenNebula at {self.url}: {e}") from e
+        if reply.status != 200:
+            raise OpenNebulaError(f"{method}: HTTP {reply.status} from {self.url}")
+        return _response(method, data)
+
+    def vm_info(self, vm_id: int) -> str:
+        """``one.vm.info``: the ``<VM>`` document."""
+        return self.call("one.vm.info", vm_id, True)
+
+    def datastore_info(self, ds_id: int) -> str:
+        """``one.datastore.info``: the ``<DATASTORE>`` document, encrypted attributes in clear."""
+        return self.call("one.datastore.info", ds_id, True)
+
+    def image_info(self, image_id: int) -> str:
+        """``one.image.info``: the ``<IMAGE>`` document."""
+        return self.call("one.image.info", image_id, True)
+
+    def hostpool_info(self) -> str:
+        """``one.hostpool.info``: every host with its state (for BRIDGE_LIST filtering)."""
+        return self.call("one.hostpool.info")

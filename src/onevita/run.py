@@ -1,0 +1,63 @@
+"""Running commands: always argument lists, never a shell; ``shlex.join`` only where argv crosses ssh.
+
+ssh joins its remote arguments into one string for the remote shell, so the remote argv is
+quoted with ``shlex.join`` and contains only onevita's own paths and fixed words: everything
+that comes from a template travels in the JSON request on stdin instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from typing import Sequence
+
+from .errors import OnevitaError
+from .names import check_host
+
+__all__ = ["CommandFailed", "run", "scripts_remote_dir", "ssh_argv"]
+
+ONE_CONFIG = "/var/lib/one/config"
+
+
+class CommandFailed(OnevitaError):
+    """A command exited non-zero."""
+
+
+def run(argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+        timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` with captured output; CommandFailed (with its stderr) if it fails and ``check``."""
+    try:
+        proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError as e:
+        raise CommandFailed(f"{argv[0]}: command not found") from e
+    except subprocess.TimeoutExpired as e:
+        raise CommandFailed(f"{shlex.join(argv)}: timed out after {timeout} s") from e
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise CommandFailed(f"{shlex.join(argv)} failed (exit {proc.returncode}): {err}")
+    return proc
+
+
+def ssh_argv(host: str, remote_argv: Sequence[str]) -> list[str]:
+    """``ssh [-F $ONEVITA_SSH_CONFIG] HOST 'quoted remote argv'``."""
+    ssh = [os.environ.get("SSH", "ssh")]
+    if os.environ.get("ONEVITA_SSH_CONFIG"):
+        ssh += ["-F", os.environ["ONEVITA_SSH_CONFIG"]]
+    return [*ssh, check_host(host), shlex.join(remote_argv)]
+
+
+def scripts_remote_dir() -> str:
+    """Where hosts keep OpenNebula's remotes: ``SCRIPTS_REMOTE_DIR`` (oned writes it to
+    /var/lib/one/config; the driver framework does not export it), default /var/tmp/one."""
+    if os.environ.get("SCRIPTS_REMOTE_DIR"):
+        return os.environ["SCRIPTS_REMOTE_DIR"]
+    try:
+        with open(ONE_CONFIG) as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                if key == "SCRIPTS_REMOTE_DIR" and value:
+                    return value.strip().strip('"')
+    except OSError:
+        pass
+    return "/var/tmp/one"  # noqa: S108 (OpenNebula's default SCRIPTS_REMOTE_DIR)

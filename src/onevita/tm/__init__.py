@@ -1,0 +1,1 @@
+"""Transfer-manager actions (``remotes/tm/vitastor/*``)."""

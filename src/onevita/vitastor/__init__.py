@@ -1,0 +1,1 @@
+"""The Vitastor side: configuration, etcd, the image catalog and the cluster jobs."""

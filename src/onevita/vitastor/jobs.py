@@ -1,0 +1,174 @@
+"""Vitastor jobs: each opens the cluster named by a vitastor.conf path and does one thing.
+
+They take and return JSON scalars so the same function runs in-process on the front-end or on
+a host behind ``onevita host-job`` (see ``onevita.cluster``). Each is idempotent: a retried job
+finds its own earlier work done and succeeds; deleting something missing succeeds.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .. import log
+from ..errors import ImageExists
+from ..names import check_image, snapshot_name
+from . import cli
+from .catalog import Catalog, Inode
+from .config import read_config
+from .etcd import Etcd
+
+__all__ = ["clone", "delete", "disk_usage", "exists", "flatten_copy", "pool_usage", "resize",
+           "snapshot_create", "snapshot_delete", "snapshot_revert", "snapshot_flatten"]
+
+MIB = 1 << 20
+
+
+def open_catalog(conf: str | None) -> Catalog:
+    """The image catalog of the cluster ``conf`` (vitastor.conf path) points at."""
+    config = read_config(conf)
+    return Catalog(Etcd(config.etcd_address), config.etcd_prefix)
+
+
+def _layers(catalog: Catalog, name: str) -> list[Inode]:
+    """``name`` and all its ``name@N`` snapshot layers, each after every layer that reads
+    through it, so removing them in this order never merges data between them."""
+    pattern = re.compile(re.escape(name) + r"(@[0-9]+)?")
+    own = [i for i in catalog.inodes.values() if pattern.fullmatch(i.name)]
+    ordered: list[Inode] = []
+    remaining = {i.num: i for i in own}
+    while remaining:
+        leaves = [i for i in remaining.values()
+                  if not any(c.num in remaining for c in catalog.children(i))]
+        if not leaves:  # a cycle cannot happen in Vitastor; stop rather than spin
+            leaves = list(remaining.values())
+        for leaf in sorted(leaves, key=lambda i: i.name):
+            ordered.append(leaf)
+            del remaining[leaf.num]
+    return ordered
+
+
+def exists(conf: str | None, name: str) -> bool:
+    """Whether layer ``name`` exists."""
+    return open_catalog(conf).find(check_image(name)) is not None
+
+
+def clone(conf: str | None, pool: str | None, parent: str, name: str, size: int) -> None:
+    """A new writable layer ``name`` on top of ``parent`` (bash: ``create --parent``), ``size``
+    bytes (0 = the parent's). Already there as a child of ``parent``: success."""
+    catalog = open_catalog(conf)
+    base = catalog.get(check_image(parent))
+    size = max(size, base.size)
+    existing = catalog.find(check_image(name))
+    if existing is not None:
+        if base.num not in {a.num for a in catalog.ancestors(existing)}:
+            raise ImageExists(f"Vitastor image {name} already exists and is not a clone of {parent}")
+        log.info(f"{name} already exists as a clone of {parent}")
+        if existing.size < size:
+            catalog.modify(existing, size=size)
+        return
+    target_pool = catalog.pool(pool, default=catalog.pools.get(base.pool_id))
+    catalog.create(name, size, target_pool, parent=base)
+    log.info(f"created {name} ({size // MIB} MiB) on {parent} in pool {target_pool.name}")
+
+
+def delete(conf: str | None, name: str) -> None:
+    """Remove ``name`` and every ``name@N`` snapshot layer; layers other images read through
+    keep their data in those images (vitastor-cli rm merges it). Missing: success."""
+    catalog = open_catalog(conf)
+    layers = _layers(catalog, check_image(name))
+    if not layers:
+        log.info(f"{name} does not exist, nothing to delete")
+    for layer in layers:
+        cli.remove(conf, layer.name)
+        log.info(f"removed {layer.name}")
+
+
+def resize(conf: str | None, name: str, size: int) -> None:
+    """Grow ``name`` to ``size`` bytes (rounded up to 4 KiB); already that big: success."""
+    catalog = open_catalog(conf)
+    inode = catalog.get(check_image(name))
+    size = -(-size // 4096) * 4096
+    if inode.size != size:
+        catalog.modify(inode, size=size)
+        log.info(f"resized {name} from {inode.size // MIB} to {size // MIB} MiB")
+
+
+def snapshot_create(conf: str | None, name: str, snap_id: int) -> None:
+    """Snapshot ``name`` as ``name@snap_id``; already the parent of ``name``: success."""
+    catalog = open_catalog(conf)
+    snap = snapshot_name(name, snap_id)
+    existing = catalog.find(snap)
+    if existing is not None:
+        head = catalog.get(name)
+        if head.parent_key != (existing.pool_id, existing.id):
+            raise ImageExists(f"snapshot {snap} already exists and is not the parent of {name}")
+        log.info(f"{snap} already exists")
+        return
+    catalog.snapshot(name, str(snap_id))
+    log.info(f"created snapshot {snap}")
+
+
+def snapshot_delete(conf: str | None, name: str, snap_id: int) -> None:
+    """Remove the layer ``name@snap_id``, merging its data into the layers above; missing: success."""
+    snap = snapshot_name(name, snap_id)
+    if open_catalog(conf).find(snap) is None:
+        log.info(f"{snap} does not exist, nothing to delete")
+        return
+    cli.remove(conf, snap)
+    log.info(f"removed snapshot {snap}")
+
+
+def snapshot_revert(conf: str | None, name: str, snap_id: int) -> None:
+    """Make ``name`` a fresh child of ``name@snap_id``. The current head is first renamed aside
+    (``name.revert``), so the disk exists at every step and a retry picks up where it stopped."""
+    catalog = open_catalog(conf)
+    snap = catalog.get(snapshot_name(name, snap_id))
+    aside = f"{check_image(name)}.revert"
+    head = catalog.find(name)
+    if head is not None and catalog.find(aside) is None:
+        catalog.modify(head, rename=aside)
+    if catalog.find(name) is None:
+        catalog.create(name, snap.size, catalog.pools[snap.pool_id], parent=snap)
+    if catalog.find(aside) is not None:
+        cli.remove(conf, aside)
+    log.info(f"reverted {name} to {snap.name}")
+
+
+def snapshot_flatten(conf: str | None, name: str, snap_id: int) -> None:
+    """Make ``name`` an independent copy of ``name@snap_id`` and drop every snapshot of it
+    (OpenNebula's snapshot-flatten). The old head is renamed aside before anything is removed."""
+    snapshot_revert(conf, name, snap_id)
+    cli.flatten(conf, name)
+    catalog = open_catalog(conf)
+    for layer in _layers(catalog, name):
+        if layer.name != name:
+            cli.remove(conf, layer.name)
+    log.info(f"flattened {name} from snapshot {snap_id}")
+
+
+def flatten_copy(conf: str | None, pool: str | None, source: str, name: str) -> None:
+    """A new image ``name`` with the data of ``source`` and no parent (bash: create --parent +
+    flatten). A leftover child of ``source`` from an interrupted run is finished, not duplicated."""
+    clone(conf, pool, source, name, 0)
+    catalog = open_catalog(conf)
+    if catalog.get(name).parent_id:
+        cli.flatten(conf, name)
+    log.info(f"copied {source} to {name}")
+
+
+def pool_usage(conf: str | None, pool: str | None) -> dict[str, float]:
+    """TOTAL_MB, USED_MB, FREE_MB of the datastore's pool, as ``vitastor-cli df`` counts them."""
+    catalog = open_catalog(conf)
+    usage = catalog.usage(catalog.pool(pool))
+    return {"TOTAL_MB": usage.total / MIB, "USED_MB": usage.used / MIB, "FREE_MB": usage.free / MIB}
+
+
+def disk_usage(conf: str | None, names: list[str]) -> dict[str, int]:
+    """Used bytes of each existing layer among ``names`` and their ``@N`` snapshots."""
+    catalog = open_catalog(conf)
+    used = catalog.used_sizes()
+    wanted = set(names)
+    return {i.name: used.get((i.pool_id, i.id), 0) for i in catalog.inodes.values()
+            if i.name.split("@", 1)[0] in wanted}
+
+
