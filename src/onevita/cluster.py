@@ -18,10 +18,11 @@ from typing import Any, Callable
 import orjson
 
 from . import log
-from .errors import BadRequest, OnevitaError, RemoteError, by_kind
+from .errors import BadRequest, ConfigError, OnevitaError, RemoteError, by_kind
+from .one.model import VitastorSettings
 from .run import run, scripts_remote_dir, ssh_argv
 
-__all__ = ["JOBS", "host_job", "run_job"]
+__all__ = ["JOBS", "bridge", "host_job", "job_host", "run_job"]
 
 JOBS = {
     "clone": "onevita.vitastor.jobs:clone",
@@ -33,10 +34,13 @@ JOBS = {
     "snapshot_flatten": "onevita.vitastor.jobs:snapshot_flatten",
     "flatten_copy": "onevita.vitastor.jobs:flatten_copy",
     "pool_usage": "onevita.vitastor.jobs:pool_usage",
-    "disk_usage": "onevita.vitastor.jobs:disk_usage",
+    "vm_disk_usage": "onevita.vitastor.jobs:vm_disk_usage",
     "exists": "onevita.vitastor.jobs:exists",
     "remove_vm_dir": "onevita.hostfs:remove_vm_dir",
     "make_vm_dir": "onevita.hostfs:make_vm_dir",
+    "vm_dir_exists": "onevita.hostfs:vm_dir_exists",
+    "fsfreeze": "onevita.libvirt:fsfreeze",
+    "fsthaw": "onevita.libvirt:fsthaw",
 }
 LOG_PREFIXES = (b"ERROR:", b"INFO:", b"WARN:", b"DEBUG:")
 
@@ -87,3 +91,17 @@ def host_job() -> int:
         return 1
     sys.stdout.buffer.write(orjson.dumps({"result": result}))
     return 0
+
+
+def job_host(settings: VitastorSettings, host: str) -> str | None:
+    """Where Vitastor jobs of this datastore run: ``host``, or here with VITASTOR_ON_FRONTEND."""
+    return None if settings.on_frontend else host
+
+
+def bridge(settings: VitastorSettings, object_id: int) -> str | None:
+    """A BRIDGE_LIST host for jobs not tied to a VM's host (``get_destination_host``: id % N)."""
+    if settings.on_frontend:
+        return None
+    if not settings.bridges:
+        raise ConfigError("Datastore template missing 'BRIDGE_LIST' attribute.")
+    return settings.bridges[object_id % len(settings.bridges)]

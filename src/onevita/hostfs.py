@@ -13,7 +13,7 @@ import shutil
 from . import log
 from .errors import BadRequest
 
-__all__ = ["check_vm_dir", "make_vm_dir", "remove_vm_dir"]
+__all__ = ["check_vm_dir", "make_vm_dir", "remove_vm_dir", "vm_dir_exists"]
 
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9_.+/-]*")
 
@@ -38,3 +38,8 @@ def remove_vm_dir(path: str, ds_id: int, vm_id: int) -> None:
 def make_vm_dir(path: str, ds_id: int, vm_id: int) -> None:
     """``mkdir -p`` the VM directory."""
     os.makedirs(check_vm_dir(path, ds_id, vm_id), exist_ok=True)
+
+
+def vm_dir_exists(path: str, ds_id: int, vm_id: int) -> bool:
+    """Whether the VM directory is there."""
+    return os.path.isdir(check_vm_dir(path, ds_id, vm_id))

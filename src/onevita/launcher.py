@@ -19,10 +19,11 @@ def main() -> None:
     """Check the interpreter, locate the zipapp and run the command."""
     import os
 
-    if "%d.%d" % sys.version_info[:2] not in PYTHONS.split(","):
-        sys.stderr.write("onevita was built for Python %s, but %s is Python %d.%d: "
-                         "rebuild it with build.py --python\n"
-                         % (PYTHONS.replace(",", ", "), sys.executable, *sys.version_info[:2]))
+    running = "{}.{}".format(*sys.version_info[:2])
+    if running not in PYTHONS.split(","):
+        built = PYTHONS.replace(",", ", ")
+        sys.stderr.write(f"onevita was built for Python {built}, but {sys.executable} is Python {running}: "
+                         "rebuild it with build.py --python\n")
         sys.exit(1)
     script = os.path.abspath(sys.argv[0])
     parts = script.split(os.sep)
@@ -30,13 +31,14 @@ def main() -> None:
         root, argv = os.sep.join(parts[:-2]), sys.argv[1:]
     else:
         root, argv = os.sep.join(parts[:-3]), [parts[-3] + "/" + parts[-1]] + sys.argv[1:]
+    os.environ["ONEVITA_REMOTES"] = root
     pyz = os.path.join(root, "onevita", "onevita.pyz")
     cache = os.environ.get("SHIV_ROOT") or os.path.expanduser("~/.shiv")
     site = os.path.join(cache, "onevita.pyz_" + BUILD_ID, "site-packages")
     if not os.path.isdir(site):
         sys.argv = [pyz] + argv
         sys.path.insert(0, pyz)
-        import _bootstrap  # shiv's, inside the zipapp
+        import _bootstrap  # type: ignore[import-not-found]  # shiv's, inside the zipapp
 
         _bootstrap.bootstrap()
         return

@@ -35,6 +35,13 @@ def _xml(text: str | bytes, what: str) -> etree._Element:
         raise BadRequest(f"malformed {what} XML: {e}") from e
 
 
+def _b64decode(data: bytes, what: str) -> bytes:
+    try:
+        return base64.b64decode(data.strip(), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"{what} on stdin is not base64: {e}") from e
+
+
 def _text(node: etree._Element, path: str, default: str = "") -> str:
     found = node.find(path)
     return (found.text or "").strip() if found is not None else default
@@ -142,6 +149,7 @@ class VM:
     host: str
     system_ds_id: int | None
     disks: dict[int, Disk]
+    deploy_id: str = ""
 
     def disk(self, disk_id: int) -> Disk:
         """``TEMPLATE/DISK[DISK_ID=disk_id]``; BadRequest if the VM has no such disk."""
@@ -206,7 +214,13 @@ def parse_vm(text: str | bytes | etree._Element) -> VM:
         host=_text(last, "HOSTNAME") if last is not None else "",
         system_ds_id=_int(last, "DS_ID", "VM HISTORY") if last is not None else None,
         disks=disks,
+        deploy_id=_text(node, "DEPLOY_ID"),
     )
+
+
+def parse_vm_b64(data: bytes) -> VM:
+    """Read the base64 ``<VM>`` document the migration hooks get on stdin."""
+    return parse_vm(_b64decode(data, "VM XML"))
 
 
 def parse_image(text: str | bytes | etree._Element) -> Image:
@@ -229,11 +243,7 @@ def parse_image(text: str | bytes | etree._Element) -> Image:
 
 def parse_action_data(stdin: bytes) -> ActionData:
     """Decode the base64 ``DS_DRIVER_ACTION_DATA`` oned writes on a DS action's stdin."""
-    try:
-        text = base64.b64decode(stdin.strip(), validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise BadRequest(f"DS_DRIVER_ACTION_DATA on stdin is not base64: {e}") from e
-    root = _xml(text, "DS_DRIVER_ACTION_DATA")
+    root = _xml(_b64decode(stdin, "DS_DRIVER_ACTION_DATA"), "DS_DRIVER_ACTION_DATA")
     ds_node = root.find("DATASTORE")
     if ds_node is None:
         raise BadRequest("DS_DRIVER_ACTION_DATA has no DATASTORE")

@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from ..errors import ConfigError
 from ..names import clone_name, volatile_name
 from ..one.args import disk_id, int_arg, split_location
 from ..one.model import VM, Datastore, Disk, VitastorSettings, parse_datastore, parse_vm
 from ..one.xmlrpc import OneClient
 
-__all__ = ["DiskContext", "datastore", "disk_name", "job_host", "load_disk", "oned"]
+__all__ = ["DiskContext", "datastore", "disk_name", "load_disk", "oned"]
 
 
 @cache
@@ -61,17 +60,3 @@ def load_disk(location: str, vm_id: str, ds_id: str) -> DiskContext:
     disk = vm.disk(disk_id(path))
     settings = datastore(int_arg(ds_id, "DSID")).vitastor()
     return DiskContext(host=host, path=path, vm=vm, disk=disk, settings=settings)
-
-
-def job_host(settings: VitastorSettings, host: str) -> str | None:
-    """Where Vitastor jobs of this datastore run: ``host``, or here with VITASTOR_ON_FRONTEND."""
-    return None if settings.on_frontend else host
-
-
-def bridge(settings: VitastorSettings, object_id: int) -> str | None:
-    """A BRIDGE_LIST host for jobs not tied to a VM's host (``get_destination_host``: id % N)."""
-    if settings.on_frontend:
-        return None
-    if not settings.bridges:
-        raise ConfigError("Datastore template missing 'BRIDGE_LIST' attribute.")
-    return settings.bridges[object_id % len(settings.bridges)]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .. import log
-from ..cluster import run_job
+from ..cluster import bridge, job_host, run_job
 from ..errors import ImageNotFound
 from ..names import check_image
 from ..one.args import arg_path, int_arg
 from ..one.model import LCM_HOTPLUG_SAVEAS_STOPPED, LCM_HOTPLUG_SAVEAS_UNDEPLOYED
-from .common import bridge, datastore, job_host, load_disk
+from .common import datastore, load_disk
 from .vmdir import delete_vm_dir, is_disk_path
 
 MIB = 1 << 20

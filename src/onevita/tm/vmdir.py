@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-from ..cluster import run_job
+from ..cluster import job_host, run_job
 from ..names import checkpoint_name
 from ..one.args import int_arg, split_location
-from .common import datastore, job_host
+from .common import datastore
 
 __all__ = ["delete_vm_dir", "is_disk_path"]
 

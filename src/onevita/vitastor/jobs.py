@@ -8,6 +8,7 @@ finds its own earlier work done and succeeds; deleting something missing succeed
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from .. import log
 from ..errors import ImageExists
@@ -17,8 +18,8 @@ from .catalog import Catalog, Inode
 from .config import read_config
 from .etcd import Etcd
 
-__all__ = ["clone", "delete", "disk_usage", "exists", "flatten_copy", "pool_usage", "resize",
-           "snapshot_create", "snapshot_delete", "snapshot_revert", "snapshot_flatten"]
+__all__ = ["clone", "delete", "exists", "flatten_copy", "pool_usage", "resize",
+           "snapshot_create", "snapshot_delete", "snapshot_revert", "snapshot_flatten", "vm_disk_usage"]
 
 MIB = 1 << 20
 
@@ -163,12 +164,30 @@ def pool_usage(conf: str | None, pool: str | None) -> dict[str, float]:
     return {"TOTAL_MB": usage.total / MIB, "USED_MB": usage.used / MIB, "FREE_MB": usage.free / MIB}
 
 
-def disk_usage(conf: str | None, names: list[str]) -> dict[str, int]:
-    """Used bytes of each existing layer among ``names`` and their ``@N`` snapshots."""
+def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """Used bytes of every VM disk and disk snapshot in the cluster, by VM id, found by name:
+    ``<prefix>-sys-<vm>-<disk>`` (volatile) and ``<image>-<vm>-<disk>`` where ``<image>`` exists
+    (clones), each with its ``@<snap>`` layers. Persistent images carry no VM in their name."""
     catalog = open_catalog(conf)
     used = catalog.used_sizes()
-    wanted = set(names)
-    return {i.name: used.get((i.pool_id, i.id), 0) for i in catalog.inodes.values()
-            if i.name.split("@", 1)[0] in wanted}
-
-
+    names = {i.name for i in catalog.inodes.values()}
+    volatile = re.compile(re.escape(prefix) + r"-sys-([0-9]+)-([0-9]+)")
+    cloned = re.compile(r"(.+)-([0-9]+)-([0-9]+)")
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for inode in catalog.inodes.values():
+        base, _, snap = inode.name.partition("@")
+        match = volatile.fullmatch(base)
+        if match:
+            vm, disk = match.groups()
+        else:
+            match = cloned.fullmatch(base)
+            if not match or match.group(1) not in names:
+                continue
+            vm, disk = match.group(2), match.group(3)
+        entry = result.setdefault(vm, {"disks": {}, "snapshots": {}})
+        size = used.get((inode.pool_id, inode.id), 0)
+        if snap:
+            entry["snapshots"].setdefault(disk, {})[snap] = size
+        else:
+            entry["disks"][disk] = size
+    return result
