@@ -1,0 +1,131 @@
+"""A small OpenNebula cloud around the driver for tests and the demo: oned's XML-RPC stand-in
+with realistic documents, a Vitastor cluster (simulated, or real when pointed at one), hosts
+reached over a real sshd, and a runner that calls the driver through its dist/remotes links."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from onevita.actions import DRIVER_DIRS
+
+from tests.harness import documents as docs
+from tests.harness.oned import OnedStandIn
+from tests.sim.cluster import SimCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+REMOTES = ROOT / "dist" / "remotes"
+SYSTEM_DS, IMAGE_DS = 100, 101
+LOG_PREFIXES = ("ERROR:", "INFO:", "WARN:", "DEBUG:")
+
+
+@dataclass
+class Result:
+    """What a driver action did: exit code, stdout, stderr, and its wall time."""
+
+    argv: list[str]
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def reason(self) -> str:
+        """The failure reason as oned sees it: the stderr lines that are not log lines."""
+        return "".join(line.strip() for line in self.stderr.splitlines()
+                       if line.strip() and not line.startswith(LOG_PREFIXES))
+
+    @property
+    def errors(self) -> list[str]:
+        """The ``ERROR:`` lines, which oned writes to its log."""
+        return [line for line in self.stderr.splitlines() if line.startswith("ERROR:")]
+
+
+@dataclass
+class Cloud:
+    """One test's cloud: documents in the oned stand-in, one Vitastor cluster, one mode."""
+
+    oned: OnedStandIn
+    cluster: SimCluster
+    env: dict[str, str]
+    mode: str  # "ssh" (jobs on hosts, the default) or "frontend" (VITASTOR_ON_FRONTEND=YES)
+    prefix: str = "one"
+    pool: str = "testpool"
+    history: list[Result] = field(default_factory=list)
+
+    # documents -------------------------------------------------------------------------------
+    def ds_template(self, **extra: str) -> dict[str, str]:
+        """A Vitastor datastore template for this cloud's cluster and mode."""
+        template = {"VITASTOR_CONF": str(self.cluster.config_path), "POOL_NAME": self.pool,
+                    "IMAGE_PREFIX": self.prefix, "BRIDGE_LIST": "bridge1 bridge2", "DISK_TYPE": "FILE"}
+        if self.mode == "frontend":
+            template["VITASTOR_ON_FRONTEND"] = "YES"
+        template.update(extra)
+        return {k: v for k, v in template.items() if v is not None}
+
+    def add_datastores(self, **extra: str) -> None:
+        """The image datastore 101 and the system datastore 100, both Vitastor."""
+        template = self.ds_template(**extra)
+        self.oned.datastores[IMAGE_DS] = docs.datastore_xml(IMAGE_DS, name="vitastor-images", ds_type=0,
+                                                            template=template)
+        self.oned.datastores[SYSTEM_DS] = docs.datastore_xml(SYSTEM_DS, name="vitastor-system", ds_type=1,
+                                                             ds_mad="-", template=template)
+
+    def add_vm(self, vm_id: int, disks: list[dict[str, str]], **kwargs: Any) -> None:
+        """A VM document with these disks."""
+        self.oned.vms[vm_id] = docs.vm_xml(vm_id, disks=disks, **kwargs)
+
+    def datastore_doc(self, ds_id: int) -> str:
+        return self.oned.datastores[ds_id]
+
+    def action_data(self, *, image: Optional[str] = None, ds_id: int = IMAGE_DS,
+                    extra: Optional[dict[str, str]] = None) -> bytes:
+        """The base64 DS_DRIVER_ACTION_DATA oned would send."""
+        parts = [p for p in (image, self.oned.datastores[ds_id]) if p]
+        return docs.encode_b64(docs.ds_driver_action_data(*parts, extra=extra)).encode()
+
+    # running -------------------------------------------------------------------------------
+    def run(self, action: str, *args: str, stdin: Optional[bytes] = None,
+            env: Optional[dict[str, str]] = None) -> Result:
+        """Run ``<family>/<action>`` through its link in dist/remotes, like one_tm does."""
+        family, _, name = action.partition("/")
+        path = REMOTES / DRIVER_DIRS[family] / name
+        argv = [str(path), *args]
+        start = time.monotonic()
+        proc = subprocess.run(argv, input=stdin or b"", capture_output=True, env={**self.env, **(env or {})},
+                              cwd=str(ROOT), timeout=120, check=False)
+        result = Result(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(),
+                        time.monotonic() - start)
+        self.history.append(result)
+        return result
+
+    def ok(self, action: str, *args: str, stdin: Optional[bytes] = None) -> Result:
+        """Run an action that must succeed."""
+        result = self.run(action, *args, stdin=stdin)
+        assert result.rc == 0, f"{action} {args} failed ({result.rc}):\n{result.stderr}"
+        return result
+
+
+def b64(text: str) -> bytes:
+    return base64.b64encode(text.encode())
+
+
+def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_file: Path,
+               one_location: Path, shiv_root: Path, vitastor_cli: str) -> dict[str, str]:
+    """The environment one_tm/one_datastore would give the driver, pointed at the test world."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/root"),
+        "ONE_XMLRPC": oned.endpoint,
+        "ONE_AUTH": str(auth_file),
+        "ONE_LOCATION": str(one_location),
+        "ONEVITA_SSH_CONFIG": str(ssh_config),
+        "SCRIPTS_REMOTE_DIR": str(host_remotes),
+        "SHIV_ROOT": str(shiv_root),
+        "ONEVITA_VITASTOR_CLI": vitastor_cli,
+    }

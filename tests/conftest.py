@@ -1,0 +1,94 @@
+"""Session-wide real parts (etcd, sshd, the oned stand-in, the built zipapp copied to a "host"
+with rsync -L) and a per-test ``cloud`` in both job modes.
+
+Point the suite at a real Vitastor cluster with ONEVITA_TEST_VITASTOR_CONF (its vitastor.conf)
+and ONEVITA_TEST_VITASTOR_CLI (the real vitastor-cli); etcd is then the cluster's own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.cloud import REMOTES, ROOT, Cloud, action_env
+from tests.harness.etcd_server import EtcdServer
+from tests.harness.oned import OnedStandIn
+from tests.harness.sshd import Sshd
+from tests.sim.cluster import SimCluster
+
+SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
+VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
+
+
+@pytest.fixture(scope="session")
+def built() -> Path:
+    """dist/remotes as built by build.py (./dev test builds it first)."""
+    if not (REMOTES / "onevita" / "onevita.pyz").exists():
+        subprocess.run([os.environ.get("PYTHON", "python3"), str(ROOT / "build.py")], check=True)
+    return REMOTES
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real etcd (Debian's etcd-server) for the whole session; its client URL."""
+    with EtcdServer(tmp_path_factory.mktemp("etcd")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Path:
+    """A session directory for the shiv cache, the hosts' copy of the remotes and oned's files."""
+    base = tmp_path_factory.mktemp("world")
+    subprocess.run(["rsync", "-aL", f"{built}/", str(base / "host-remotes")], check=True)
+    (base / "shiv").mkdir()
+    (base / "one" / "etc").mkdir(parents=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory, world: Path) -> Iterator[Sshd]:
+    """A real sshd on loopback; node1, node2, bridge1, bridge2 and one-fe all lead to it."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(world / "shiv"),
+           "ONEVITA_VITASTOR_CLI": VITASTOR_CLI}
+    with Sshd(tmp_path_factory.mktemp("sshd"), env=env,
+              aliases=("node1", "node2", "bridge1", "bridge2", "one-fe")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def oned_server() -> Iterator[OnedStandIn]:
+    with OnedStandIn() as server:
+        yield server
+
+
+@pytest.fixture()
+def oned(oned_server: OnedStandIn) -> OnedStandIn:
+    """The oned stand-in, emptied for this test."""
+    oned_server.reset()
+    return oned_server
+
+
+@pytest.fixture()
+def cluster(etcd: str, tmp_path: Path) -> SimCluster:
+    """A Vitastor cluster of this test's own (its own etcd prefix and data directory)."""
+    return SimCluster(etcd, tmp_path / "cluster", prefix=f"/vitastor-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(params=["ssh", "frontend"])
+def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster, sshd: Sshd,
+          world: Path, tmp_path: Path) -> Cloud:
+    """The test's cloud, once with jobs over ssh on the hosts, once on the front-end."""
+    auth = tmp_path / "one_auth"
+    auth.write_text(oned.session + "\n")
+    env = action_env(oned=oned, ssh_config=sshd.config_path, host_remotes=world / "host-remotes",
+                     auth_file=auth, one_location=world / "one", shiv_root=world / "shiv",
+                     vitastor_cli=VITASTOR_CLI)
+    cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param,
+                  prefix=f"t{uuid.uuid4().hex[:6]}")
+    cloud.add_datastores()
+    return cloud

@@ -1,0 +1,288 @@
+"""A stand-in for ``vitastor-cli`` on a simulated cluster: metadata in a real etcd, layer data
+in sparse files (README.md). Same command line, output and exit codes as vitastor-cli 3.0.8
+for the commands onevita and its tests use:
+
+- ``rm FROM [TO]``: remove layers FROM..TO, merging their data into their other children and
+  re-parenting those (``src/cmd/cli_rm.cpp``, without the "inverse" shortcut);
+- ``flatten NAME``: copy the ancestors' data into NAME and detach it;
+- ``dd``: copy between images, files and pipes (``simdd.py``);
+- ``ls [-l] [-p POOL] [--exact] [--sort F] [-r] [-n N] [GLOB...]``;
+- ``sim-stats``: not a vitastor-cli command: writes the statistics a Vitastor monitor would.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from onevita.errors import OnevitaError
+from onevita.vitastor.catalog import POOL_ID_BITS, Catalog, Inode
+from onevita.vitastor.etcd import Op, cmp_mod_before, op_delete, op_put
+
+from .simdd import dd
+from .simlayers import LayerKey
+from .simtool import CliError, Result, Tool, emit, error_result, format_size, is_true, parse_args
+
+__all__ = ["main"]
+
+DEFAULT_CAPACITY = 10 << 30
+DEFAULT_BLOCK_SIZE = 128 << 10
+TIB = 1 << 40
+TXN_OPS = 100
+USAGE = """\
+vitastor-cli stand-in (tests/sim): rm FROM [TO] | flatten NAME | ls [-l] [-p POOL] [GLOB...]
+  | dd [iimg=IMG|if=FILE] [oimg=IMG|of=FILE] [bs=1M] [count=N] [seek=N] [skip=N] [conv=...]
+  | sim-stats
+Options: --config_path FILE (default /etc/vitastor/vitastor.conf), --json, -p/--pool POOL.
+"""
+
+
+# rm -----------------------------------------------------------------------------------------
+def _rm_chain(tool: Tool, source: Inode, target: Inode) -> list[Inode]:
+    """TO, its parent, ... up to FROM; TO must descend from FROM."""
+    chain = [target]
+    while chain[-1].num != source.num and chain[-1].parent_id and len(chain) <= len(tool.catalog.inodes):
+        chain.append(tool.parent(chain[-1]))
+    if chain[-1].num != source.num:
+        raise CliError(errno.EINVAL, f"Layer {target.name} is not a child of {source.name}")
+    return chain
+
+
+def _rebase_children(tool: Tool, chain: list[Inode], new_parent: LayerKey | None) -> list[str]:
+    """Merge the removed layers' data into each outside child, then move it onto FROM's parent."""
+    keys = [tool.key(member) for member in chain]
+    children = sorted((i for i in tool.catalog.inodes.values()
+                       if i.parent_key in keys and tool.key(i) not in keys), key=lambda i: i.num)
+    for child in children:
+        tool.store.merge(tool.key(child), keys[keys.index(child.parent_key):])
+        tool.say(f"Done, layers from {chain[-1].name} to {child.name} merged into {child.name}")
+        tool.say(tool.change_parent(child, new_parent))
+    return [child.name for child in children]
+
+
+def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
+    """Mark deleted, drop the data, delete config and name index (three steps, as vitastor-cli)."""
+    if not inode.deleted:
+        conflict = f"Image {inode.name} was modified by someone else, please repeat your request"
+        inode = tool.put_config(inode, replace(inode, deleted=True), conflict)
+        tool.say(f"Image {inode.name} modified")
+    pool = tool.catalog.pools.get(inode.pool_id)
+    objects = tool.store.objects(tool.key(inode), pool.block_size if pool else DEFAULT_BLOCK_SIZE)
+    tool.store.delete(tool.key(inode))
+    tool.say(f"Done, inode {inode.id} from pool {inode.pool_id} removed")
+    key = f"{tool.catalog.prefix}/config/inode/{inode.pool_id}/{inode.id}"
+    result = tool.catalog.etcd.txn(
+        compare=[cmp_mod_before(key, inode.mod_revision)],
+        success=[op_delete(key), op_delete(f"{tool.catalog.prefix}/index/image/{inode.name}")])
+    if not result.succeeded:
+        raise CliError(errno.EAGAIN, f"Layer {inode.name} was modified during deletion")
+    del tool.catalog.inodes[tool.key(inode)]
+    tool.say(f"Layer {inode.name} deleted")
+    return {"removed_objects": objects, "total_objects": objects, "error_count": 0,
+            "inactive_osds": [], "inactive_pgs": []}
+
+
+def rm(tool: Tool, words: list[str]) -> Result:
+    """``rm FROM [TO]``: §2.5 of vitastor-internals.md. Every outside child gets the data it read
+    from the removed layers; the "inverse" rename of 3.0.8 is not done (same image contents,
+    but the child keeps its own inode number)."""
+    if not words:
+        raise CliError(errno.EINVAL, "Layer to remove argument is missing")
+    source = tool.layer(words[0])
+    chain = _rm_chain(tool, source, tool.layer(words[1] if len(words) > 1 else words[0]))
+    rebased = _rebase_children(tool, chain, source.parent_key)
+    data: dict[str, Any] = {}
+    for member in chain:
+        data = _delete_layer(tool, tool.catalog.inodes[tool.key(member)])
+    data.update(deleted_ids=[m.num for m in chain], deleted_images=[m.name for m in chain],
+                rebased_images=rebased, renamed_from="", renamed_to="")
+    return Result(data=data)
+
+
+# flatten ------------------------------------------------------------------------------------
+def flatten(tool: Tool, words: list[str]) -> Result:
+    """``flatten NAME``: merge every ancestor into NAME (readonly or not), then detach it."""
+    if not words:
+        raise CliError(errno.EINVAL, "Layer to flatten not specified")
+    chain = tool.chain(tool.layer(words[0]))
+    tool.store.merge(tool.key(chain[0]), [tool.key(layer) for layer in chain[1:]])
+    return Result(text=tool.change_parent(chain[0], None))
+
+
+# ls -----------------------------------------------------------------------------------------
+def _ls_item(catalog: Catalog, inode: Inode) -> dict[str, Any]:
+    """One image as ``ls --json`` lists it (``cli_ls.cpp`` get_list)."""
+    pool = catalog.pools.get(inode.pool_id)
+    item: dict[str, Any] = {
+        "name": inode.name, "size": inode.size, "used_size": 0, "readonly": inode.readonly,
+        "pool_id": inode.pool_id, "pool_name": pool.name if pool else f"? (ID:{inode.pool_id})",
+        "inode_num": inode.id, "inode_id": inode.num, "deleted": inode.deleted,
+    }
+    if inode.parent_key:
+        parent_pool, parent_id = inode.parent_key
+        parent = catalog.inodes.get(inode.parent_key)
+        item.update(parent_name=parent.name if parent else "", parent_pool_id=parent_pool,
+                    parent_inode_num=parent_id, parent_inode_id=(parent_pool << POOL_ID_BITS) | parent_id)
+    return item
+
+
+def _stats_only_item(catalog: Catalog, pool_id: int, local_id: int) -> dict[str, Any]:
+    """A layer with statistics but no config (``Pool:P,ID:N``)."""
+    pool = catalog.pools.get(pool_id)
+    return {"name": f"Pool:{pool_id},ID:{local_id}", "size": 0, "readonly": False, "pool_id": pool_id,
+            "pool_name": (pool.name or "<Unnamed>") if pool else "?", "inode_num": local_id,
+            "inode_id": (pool_id << POOL_ID_BITS) | local_id}
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """vitastor's ``stupid_glob``: ``*``, ``?`` and ``\\`` escapes, nothing else."""
+    parts = re.findall(r"\\.|\*|\?|.", pattern, re.S)
+    regex = "".join(".*" if p == "*" else "." if p == "?" else re.escape(p[-1]) for p in parts)
+    return re.compile(regex, re.S)
+
+
+def _ls_pool(tool: Tool) -> tuple[int, str]:
+    """``-p``: a pool id, or a name that must exist; (0, "") lists every pool."""
+    option = tool.options.get("pool", "")
+    if option.isdigit():
+        return int(option), ""
+    if not option:
+        return 0, ""
+    pool = next((p for p in tool.catalog.pools.values() if p.name == option), None)
+    if pool is None:
+        raise CliError(errno.ENOENT, f"Pool {option} does not exist")
+    return pool.id, option
+
+
+def _select(tool: Tool, items: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Filter by globs (or exact names), sort, cut to ``-n``, as ``to_list`` does."""
+    if names:
+        globs = [re.compile(re.escape(n)) if is_true(tool.options.get("exact")) else _glob(n) for n in names]
+        items = [i for i in items if any(g.fullmatch(i["name"]) for g in globs)]
+    field = tool.options.get("sort") or "name"
+    if field in ("name", "pool_name"):
+        items.sort(key=lambda i: str(i.get(field, "")), reverse=is_true(tool.options.get("reverse")))
+    else:
+        items.sort(key=lambda i: i[field] if isinstance(i.get(field), (int, float)) else 0,
+                   reverse=is_true(tool.options.get("reverse")))
+    count = tool.options.get("count", "")
+    return items[:int(count)] if count.isdigit() and int(count) else items
+
+
+def _table(items: list[dict[str, Any]], columns: list[tuple[str, str, bool]]) -> str:
+    """``print_table``: a header and one line per item, two spaces apart, no colours."""
+    cells = [[title for _, title, _ in columns]]
+    cells += [[str(item.get(key, "")) for key, _, _ in columns] for item in items]
+    widths = [max(len(row[c]) for row in cells) for c in range(len(columns))]
+    lines = ["  ".join(cell.rjust(w) if right else cell.ljust(w)
+                       for cell, w, (_, _, right) in zip(row, widths, columns)) for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def ls(tool: Tool, words: list[str]) -> Result:
+    """``ls``: every image (``-p`` one pool's), ``-l`` adds used_size from the statistics.
+    The per-operation rates of ``-l`` and ``--tree`` are not simulated."""
+    catalog = tool.catalog
+    pool_id, pool_name = _ls_pool(tool)
+    items = {i.num: _ls_item(catalog, i) for i in sorted(catalog.inodes.values(), key=lambda i: i.num)
+             if not pool_id or i.pool_id == pool_id}
+    long = is_true(tool.options.get("long"))
+    if long:
+        for (p, n), used in catalog.used_sizes().items():
+            if not pool_id or p == pool_id:
+                items.setdefault((p << POOL_ID_BITS) | n, _stats_only_item(catalog, p, n))["used_size"] = used
+    listing = _select(tool, list(items.values()), words)
+    if tool.json:
+        return Result(data=listing)
+    for item in listing:
+        item.update(size_fmt=format_size(item["size"]), used_size_fmt=format_size(item["used_size"]),
+                    ro="DEL" if item.get("deleted") else "RO" if item["readonly"] else "-")
+    columns = [("name", "NAME", False)] + ([] if pool_name else [("pool_name", "POOL", False)])
+    columns += [("size_fmt", "SIZE", False)] + ([("used_size_fmt", "USED", False)] if long else [])
+    columns += [("ro", "FLAGS", True), ("parent_name", "PARENT", False)]
+    return Result(text=_table(listing, columns))
+
+
+# sim-stats ----------------------------------------------------------------------------------
+def _number(value: float) -> float | int:
+    """Integral values as JSON integers, like the mon's JSON.stringify."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _stats_ops(tool: Tool) -> list[Op]:
+    """Puts for /inode/stats, /pool/stats and /osd/stats/1, and deletes of stale inode stats."""
+    catalog, prefix = tool.catalog, tool.catalog.prefix
+    capacity = int(tool.config.raw.get("sim_capacity") or DEFAULT_CAPACITY)
+    values: dict[str, bytes] = {}
+    pool_raw = dict.fromkeys(catalog.pools, 0)
+    used = 0
+    for inode in catalog.inodes.values():
+        pool = catalog.pools.get(inode.pool_id)
+        if pool is None:
+            continue
+        allocated = tool.store.allocated(tool.key(inode))
+        raw = allocated * pool.pg_size // pool.data_chunks
+        values[f"{prefix}/inode/stats/{pool.id}/{inode.id}"] = orjson.dumps({"raw_used": str(raw)})
+        pool_raw[pool.id] += raw
+        used += allocated
+    for pool in catalog.pools.values():
+        raw_to_usable = pool.pg_size / pool.data_chunks
+        values[f"{prefix}/pool/stats/{pool.id}"] = orjson.dumps({
+            "used_raw_tb": pool_raw[pool.id] / TIB, "total_raw_tb": capacity * raw_to_usable / TIB,
+            "pg_real_size": pool.pg_size, "raw_to_usable": _number(raw_to_usable), "space_efficiency": 1})
+    values[f"{prefix}/osd/stats/1"] = orjson.dumps({"size": capacity, "free": max(0, capacity - used)})
+    stale = [kv.key for kv in catalog.etcd.prefix(f"{prefix}/inode/stats/") if kv.key not in values]
+    return [op_delete(key) for key in stale] + [op_put(key, value) for key, value in values.items()]
+
+
+def _pg_config_op(tool: Tool) -> list[Op]:
+    """``/pg/config`` with one PG on OSD 1 for every pool it lacks (none if complete)."""
+    key = f"{tool.catalog.prefix}/pg/config"
+    current = tool.catalog.etcd.get(key)
+    config = orjson.loads(current.value) if current else {}
+    items = config.setdefault("items", {})
+    missing = [str(p) for p in tool.catalog.pools if str(p) not in items]
+    for pool_id in missing:
+        items[pool_id] = {"1": {"osd_set": ["1"], "primary": "1"}}
+    return [op_put(key, orjson.dumps(config))] if missing else []
+
+
+def sim_stats(tool: Tool, words: list[str]) -> Result:
+    """Play the Vitastor monitor: raw_used per layer (allocated bytes × pg_size / data chunks),
+    pool totals from ``sim_capacity`` (usable bytes), one OSD holding it all, and a PG map."""
+    ops = _stats_ops(tool) + _pg_config_op(tool)
+    for start in range(0, len(ops), TXN_OPS):
+        tool.catalog.etcd.txn(ops[start:start + TXN_OPS])
+    return Result()
+
+
+# main ---------------------------------------------------------------------------------------
+COMMANDS: dict[str, Callable[[Tool, list[str]], Result]] = {
+    "rm": rm, "flatten": flatten, "dd": dd, "ls": ls, "sim-stats": sim_stats,
+}
+
+
+def run(options: dict[str, str], words: list[str]) -> Result:
+    """Run one command; every failure becomes vitastor-cli's errno result."""
+    handler = COMMANDS.get(words[0])
+    try:
+        if handler is None:
+            raise CliError(errno.EINVAL, f"unknown command: {words[0]}")
+        return handler(Tool(options), words[1:])
+    except CliError as e:
+        return Result(e.err, e.text, e.data)
+    except OnevitaError as e:
+        return error_result(e)
+
+
+def main(argv: Sequence[str]) -> int:
+    """The command line without the program name; returns the exit code (an errno, 0 = ok)."""
+    options, words = parse_args(argv)
+    if not words or is_true(options.get("help")):
+        print(USAGE, end="")
+        return 0
+    return emit(run(options, words), is_true(options.get("json")))

@@ -1,0 +1,97 @@
+"""The built artefacts: the command table, the remotes links, the synced size, the launcher."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+
+from onevita.actions import ACTIONS, ADMIN, DRIVER_DIRS
+from tests.cloud import REMOTES, ROOT
+
+PYENV = Path("/root/.pyenv/versions")
+
+
+def python(version: str) -> str:
+    """An interpreter of that minor version on this machine, or skip."""
+    candidates = sorted(PYENV.glob(f"{version}.*/bin/python3")) + [Path(f"/usr/bin/python{version}")]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    pytest.skip(f"no Python {version} here")
+
+
+class TestCommandTable:
+    def test_every_entry_names_an_importable_function(self) -> None:
+        for command, target in {**ACTIONS, **ADMIN}.items():
+            module, _, func = target.partition(":")
+            assert callable(getattr(import_module(module), func)), command
+
+    def test_links_and_table_agree(self, built: Path) -> None:
+        """Each driver action has exactly one link to the launcher, and nothing else is linked."""
+        links = {f"{family}/{p.name}": os.readlink(p)
+                 for family, directory in DRIVER_DIRS.items()
+                 for p in (built / directory).iterdir()}
+        assert set(links) == set(ACTIONS)
+        assert set(links.values()) == {"../../onevita/onevita"}
+
+
+class TestRemotesTree:
+    def test_rsync_L_copy_holds_the_zipapp_once(self, built: Path, tmp_path: Path) -> None:
+        """OpenNebula syncs remotes with rsync -L; the copy must stay under 1.2x the zipapp."""
+        subprocess.run(["rsync", "-aL", f"{built}/", str(tmp_path / "copy")], check=True)
+        size = int(subprocess.run(["du", "-sb", str(tmp_path / "copy")], capture_output=True, text=True,
+                                  check=True).stdout.split()[0])
+        assert size < 1.2 * (built / "onevita/onevita.pyz").stat().st_size
+
+    def test_a_copied_action_runs_like_the_link(self, built: Path, tmp_path: Path) -> None:
+        subprocess.run(["rsync", "-aL", f"{built}/", str(tmp_path / "copy")], check=True)
+        copy = tmp_path / "copy/tm/vitastor/mkimage"
+        assert not copy.is_symlink()
+        proc = subprocess.run([str(copy), "1", "raw", "h:/p/disk.0", "1", "1"], capture_output=True, text=True)
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[-1] == "tm/mkimage is not implemented yet by onevita"
+
+
+class TestLauncher:
+    @pytest.mark.parametrize("version", ["3.9", "3.11", "3.12"])
+    def test_runs_on_every_built_python(self, built: Path, version: str, tmp_path: Path) -> None:
+        proc = subprocess.run([python(version), str(built / "onevita/onevita"), "version"], capture_output=True,
+                              text=True, env={**os.environ, "SHIV_ROOT": str(tmp_path)})
+        assert (proc.returncode, proc.stdout) == (0, "onevita 0.1.0\n"), proc.stderr
+        # the second run takes the fast path through the extracted cache
+        again = subprocess.run([python(version), str(built / "onevita/onevita"), "version"],
+                               capture_output=True, text=True, env={**os.environ, "SHIV_ROOT": str(tmp_path)})
+        assert again.stdout == "onevita 0.1.0\n"
+
+    def test_refuses_a_python_it_was_not_built_for(self, built: Path) -> None:
+        interpreter = python("3.13")
+        proc = subprocess.run([interpreter, str(built / "onevita/onevita"), "version"], capture_output=True,
+                              text=True)
+        assert proc.returncode == 1
+        assert proc.stderr == (f"onevita was built for Python 3.9, 3.11, 3.12, but {interpreter} is Python 3.13: "
+                               "rebuild it with build.py --python\n")
+
+    def test_unknown_command_fails_in_opennebula_format(self, built: Path) -> None:
+        proc = subprocess.run([str(built / "onevita/onevita"), "frobnicate"], capture_output=True, text=True)
+        assert proc.returncode == 1
+        lines = proc.stderr.splitlines()
+        assert lines[0].startswith("ERROR: frobnicate: unknown onevita command 'frobnicate'")
+        assert lines[-1].startswith("unknown onevita command 'frobnicate'")
+
+    def test_wrong_argument_count_is_a_clear_error(self, built: Path) -> None:
+        proc = subprocess.run([str(built / "tm/vitastor/clone"), "only-one"], capture_output=True, text=True)
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[-1] == "tm/clone: expected arguments SRC DST VM_ID DS_ID, got 1"
+
+    def test_runs_through_the_zipapp_itself(self, built: Path) -> None:
+        proc = subprocess.run(["/usr/bin/python3", str(ROOT / "dist/onevita.pyz"), "version"], capture_output=True,
+                              text=True)
+        assert proc.stdout == "onevita 0.1.0\n"
+
+
+def test_remotes_constant_matches_dist() -> None:
+    assert REMOTES == ROOT / "dist" / "remotes"
