@@ -17,13 +17,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent
-DIST = ROOT / "dist"
-BUILD = ROOT / "build"
 DEFAULT_PYTHONS = ("3.9", "3.11", "3.12")
 sys.path.insert(0, str(ROOT / "src"))
 from onevita.actions import ACTIONS, DRIVER_DIRS  # noqa: E402
@@ -35,9 +34,9 @@ def pinned_requirements() -> list[str]:
     return [*project["dependencies"], "pycparser==2.23"]
 
 
-def build_site_packages(pythons: list[str]) -> Path:
+def build_site_packages(pythons: list[str], build: Path) -> Path:
     """Unpack the pinned wheels of every target Python, and onevita itself, into one tree."""
-    site = BUILD / "site-packages"
+    site = build / "site-packages"
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
     platform_tag = f"manylinux2014_{platform.machine()}"
@@ -48,15 +47,15 @@ def build_site_packages(pythons: list[str]) -> Path:
                             "--python-version", version, "--platform", platform_tag,
                             *pinned_requirements()], check=True)
             shutil.copytree(tmp, site, dirs_exist_ok=True)
-    subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, cwd=BUILD)
+    subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, cwd=build)
     shutil.rmtree(site / "bin", ignore_errors=True)
     return site
 
 
-def build_pyz(site: Path) -> Path:
+def build_pyz(site: Path, dist: Path) -> Path:
     """Pack the tree with shiv (reproducible, interpreter pinned, no site, isolated)."""
-    DIST.mkdir(exist_ok=True)
-    pyz = DIST / "onevita.pyz"
+    dist.mkdir(parents=True, exist_ok=True)
+    pyz = dist / "onevita.pyz"
     env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "1700000000")}
     subprocess.run([sys.executable, "-m", "shiv", "--site-packages", str(site), "--reproducible",
                     "--compile-pyc", "-p", "/usr/bin/python3 -IS", "-e", "onevita.__main__:main",
@@ -72,7 +71,7 @@ def build_id(pyz: Path) -> str:
 
 def build_remotes(pyz: Path, pythons: list[str]) -> Path:
     """``dist/remotes``: the zipapp once, the launcher, and one link per driver action."""
-    remotes = DIST / "remotes"
+    remotes = pyz.parent / "remotes"
     shutil.rmtree(remotes, ignore_errors=True)
     home = remotes / "onevita"
     home.mkdir(parents=True)
@@ -95,10 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default=",".join(DEFAULT_PYTHONS),
                         help="comma-separated CPython versions the zipapp must run on")
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output directory")
     args = parser.parse_args()
-    pythons = sorted({*args.python.split(","), "%d.%d" % sys.version_info[:2]},
+    pythons = sorted({*args.python.split(","), "{}.{}".format(*sys.version_info[:2])},
                      key=lambda v: tuple(map(int, v.split("."))))
-    pyz = build_pyz(build_site_packages(pythons))
+    with tempfile.TemporaryDirectory(prefix="onevita-build-") as build:
+        pyz = build_pyz(build_site_packages(pythons, Path(build)), args.dist.resolve())
     remotes = build_remotes(pyz, pythons)
     print(f"built {pyz} ({pyz.stat().st_size // 1024} KiB) for Python {', '.join(pythons)} and {remotes}")
 

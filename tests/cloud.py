@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from onevita.actions import DRIVER_DIRS
-
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
 from tests.sim.cluster import SimCluster
 
 ROOT = Path(__file__).resolve().parent.parent
-REMOTES = ROOT / "dist" / "remotes"
+# ONEVITA_DIST lets several builds coexist (python3 build.py --dist DIR)
+REMOTES = Path(os.environ.get("ONEVITA_DIST", ROOT / "dist")) / "remotes"
 SYSTEM_DS, IMAGE_DS = 100, 101
 LOG_PREFIXES = ("ERROR:", "INFO:", "WARN:", "DEBUG:")
 

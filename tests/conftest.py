@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +30,7 @@ VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
 def built() -> Path:
     """dist/remotes as built by build.py (./dev test builds it first)."""
     if not (REMOTES / "onevita" / "onevita.pyz").exists():
-        subprocess.run([os.environ.get("PYTHON", "python3"), str(ROOT / "build.py")], check=True)
+        subprocess.run([sys.executable, str(ROOT / "build.py"), "--dist", str(REMOTES.parent)], check=True)
     return REMOTES
 
 

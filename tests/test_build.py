@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from onevita.actions import ACTIONS, ADMIN, DRIVER_DIRS
-from tests.cloud import REMOTES, ROOT
+from tests.cloud import REMOTES
 
 PYENV = Path("/root/.pyenv/versions")
 
@@ -88,10 +88,8 @@ class TestLauncher:
         assert proc.stderr.splitlines()[-1] == "tm/clone: expected arguments SRC DST VM_ID DS_ID, got 1"
 
     def test_runs_through_the_zipapp_itself(self, built: Path) -> None:
-        proc = subprocess.run(["/usr/bin/python3", str(ROOT / "dist/onevita.pyz"), "version"], capture_output=True,
+        proc = subprocess.run(["/usr/bin/python3", str(REMOTES.parent / "onevita.pyz"), "version"], capture_output=True,
                               text=True)
         assert proc.stdout == "onevita 0.1.0\n"
 
 
-def test_remotes_constant_matches_dist() -> None:
-    assert REMOTES == ROOT / "dist" / "remotes"

@@ -107,7 +107,7 @@ class LayerStore:
 
     def objects(self, key: LayerKey, block_size: int) -> int:
         """How many ``block_size`` objects of the layer hold data (what rm-data would delete)."""
-        blocks = set()
+        blocks: set[int] = set()
         for start, end in self.extents(key):
             blocks.update(range(start // block_size, (end - 1) // block_size + 1))
         return len(blocks)

@@ -241,7 +241,9 @@ class TestLsAndStats:
         """raw_used = allocated × pg_size; df's total/used/free come out in usable bytes."""
         sim = SimCluster(sim_etcd, tmp_path / "two", second_pool=True, capacity=256 * MIB)
         cat = sim.catalog()
-        pools = orjson.loads(cat.etcd.get(f"{cat.prefix}/config/pools").value)
+        pools_kv = cat.etcd.get(f"{cat.prefix}/config/pools")
+        assert pools_kv is not None
+        pools = orjson.loads(pools_kv.value)
         pools["2"]["pg_size"] = 2
         cat.etcd.put(f"{cat.prefix}/config/pools", dump_json11(pools))
         sim.write("a", 0, noise(1, 100 * KIB), pool="testpool")

@@ -55,13 +55,16 @@ def _rm_chain(tool: Tool, source: Inode, target: Inode) -> list[Inode]:
 def _rebase_children(tool: Tool, chain: list[Inode], new_parent: LayerKey | None) -> list[str]:
     """Merge the removed layers' data into each outside child, then move it onto FROM's parent."""
     keys = [tool.key(member) for member in chain]
-    children = sorted((i for i in tool.catalog.inodes.values()
-                       if i.parent_key in keys and tool.key(i) not in keys), key=lambda i: i.num)
-    for child in children:
-        tool.store.merge(tool.key(child), keys[keys.index(child.parent_key):])
+    rebased = []
+    for child in sorted(tool.catalog.inodes.values(), key=lambda i: i.num):
+        parent_key = child.parent_key
+        if parent_key is None or parent_key not in keys or tool.key(child) in keys:
+            continue
+        tool.store.merge(tool.key(child), keys[keys.index(parent_key):])
         tool.say(f"Done, layers from {chain[-1].name} to {child.name} merged into {child.name}")
         tool.say(tool.change_parent(child, new_parent))
-    return [child.name for child in children]
+        rebased.append(child.name)
+    return rebased
 
 
 def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
