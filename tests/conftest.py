@@ -90,6 +90,6 @@ def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster
                      auth_file=auth, one_location=world / "one", shiv_root=world / "shiv",
                      vitastor_cli=VITASTOR_CLI)
     cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param,
-                  prefix=f"t{uuid.uuid4().hex[:6]}")
+                  prefix=f"t{uuid.uuid4().hex[:6]}", pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
     cloud.add_datastores()
     return cloud

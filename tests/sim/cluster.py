@@ -87,10 +87,6 @@ class SimCluster:
         """The cluster's image catalog, freshly loaded."""
         return Catalog(self.etcd(), self.config.etcd_prefix)
 
-    def unique(self, name: str) -> str:
-        """``name`` made unique per run: a real cluster keeps images from earlier runs."""
-        return name if self.simulated else f"{name}-{uuid.uuid4().hex[:8]}"
-
     # commands -----------------------------------------------------------------------------
     def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """``vitastor-cli --config_path CONF ARGS...`` (the stand-in, or the real tool)."""
@@ -116,7 +112,9 @@ class SimCluster:
         ``dd conv=nosparse``, so zeros are written too; unaligned edges are read, merged and
         written back as whole 4 KiB granules, as a client does."""
         start, end = round_down(offset, GRANULE), round_up(offset + len(data), GRANULE)
-        block = bytearray(self.read(name, start, end - start) if self._exists(name) else bytes(end - start))
+        block = bytearray(end - start)
+        if (start, end) != (offset, offset + len(data)) and self._exists(name):
+            block[:] = self.read(name, start, end - start)
         block[offset - start:offset - start + len(data)] = data
         with tempfile.TemporaryDirectory(dir=self.tmp_path) as tmp:
             source = Path(tmp) / "in"

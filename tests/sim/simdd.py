@@ -51,16 +51,19 @@ def _blocks(value: str | None, block: int) -> int:
 
 
 def _words(value: str | None) -> list[str]:
+    """``conv=a,b``-style lists."""
     return [w for w in (value or "").split(",") if w]
 
 
 def _check_words(name: str, given: list[str], known: tuple[str, ...]) -> None:
+    """An unknown conv/iflag/oflag word is EINVAL before anything is opened, as in 3.0.8."""
     for word in given:
         if word not in known:
             raise CliError(errno.EINVAL, f"Unknown option {name}={word}")
 
 
 def _os_error(action: str, what: str, error: OSError) -> CliError:
+    """A failed open/truncate exits with its errno, as cli_dd.cpp does."""
     code = error.errno or errno.EIO
     return CliError(code, f"Failed to {action} {what}: {os.strerror(code)}")
 
@@ -90,6 +93,8 @@ class _Input:
 
 
 class _ImageInput(_Input):
+    """An image read through its parent chain; its size is the configured image size."""
+
     def __init__(self, tool: Tool, name: str, detect_size: bool) -> None:
         inode = tool.catalog.find(name)
         if inode is None:
@@ -105,6 +110,8 @@ class _ImageInput(_Input):
 
 
 class _FileInput(_Input):
+    """A file (size from stat or the block device) or, with no path, stdin."""
+
     def __init__(self, path: str, detect_size: bool) -> None:
         self.path = path
         if not path:
@@ -140,6 +147,8 @@ class _Output:
 
 
 class _ImageOutput(_Output):
+    """The image's head layer: blocks padded to whole granules, EROFS when readonly."""
+
     def __init__(self, tool: Tool, name: str, inode: Inode) -> None:
         self.store, self.name, self.inode, self.key = tool.store, name, inode, tool.key(inode)
 
@@ -152,6 +161,8 @@ class _ImageOutput(_Output):
 
 
 class _FileOutput(_Output):
+    """A file (created unless conv=nocreat, truncated with conv=trunc) or, with no path, stdout."""
+
     def __init__(self, path: str, *, create: bool, append: bool, trunc_to: int | None) -> None:
         self.path = path or "stdout"
         if not path:
@@ -226,12 +237,20 @@ class _Dd:
 
     def open_output(self) -> _Output:
         if self.oimg:
+            self.out_size = round_up(self.out_size, GRANULE)
             output: _Output = _ImageOutput(self.tool, self.oimg, self._output_image())
             if self.oseek % GRANULE or self.block % GRANULE:
                 raise CliError(errno.EINVAL, "Unaligned write to Vitastor is not supported")
             return output
         return _FileOutput(self.ofile, create="nocreat" not in self.conv, append="append" in self.oflag,
                            trunc_to=self.out_size if "trunc" in self.conv else None)
+
+    def _create_output(self, pool: Pool) -> Inode:
+        if "nocreat" in self.conv:
+            raise CliError(errno.ENOENT, f"Image {self.oimg} does not exist")
+        if not self.out_size:
+            raise CliError(errno.ENOENT, f"Input size is unknown, specify size to create output image {self.oimg}")
+        return self.tool.catalog.create(self.oimg, self.out_size, pool)
 
     def _output_pool(self) -> Pool:
         """``--pool`` (a stand-in extension), else the only pool."""
@@ -244,21 +263,14 @@ class _Dd:
         raise CliError(errno.ENOENT, f"Pool to create output image {self.oimg} is not specified")
 
     def _output_image(self) -> Inode:
-        """The output image: created at the input's size, grown, or taken as it is."""
+        """The output image: created at the input's size (rounded up to 4 KiB), grown, or taken
+        as it is (and then its size bounds the copy)."""
         catalog = self.tool.catalog
         inode = catalog.find(self.oimg)
-        if inode is not None and inode.pool_id not in catalog.pools:
-            raise CliError(errno.ENOENT, f"Pool of image {self.oimg} does not exist")
-        pool = self._output_pool() if inode is None else None
-        self.out_size = round_up(self.out_size, GRANULE)
         if inode is None:
-            if "nocreat" in self.conv:
-                raise CliError(errno.ENOENT, f"Image {self.oimg} does not exist")
-            if not self.out_size:
-                raise CliError(errno.ENOENT,
-                               f"Input size is unknown, specify size to create output image {self.oimg}")
-            assert pool is not None
-            return catalog.create(self.oimg, self.out_size, pool)
+            return self._create_output(self._output_pool())
+        if inode.pool_id not in catalog.pools:
+            raise CliError(errno.ENOENT, f"Pool of image {self.oimg} does not exist")
         if inode.size < self.out_size or "trunc" in self.conv:
             if not self.out_size:
                 raise CliError(errno.ENOENT, "Input size is unknown, specify size to truncate output image")

@@ -113,6 +113,7 @@ class TestDd:
         assert (missing.returncode, missing.stderr) == (2, b"Image nosuch does not exist\n")
         assert sim.cli("dd", "iimg=img", "of=x", "bs=1000").returncode == 22
         assert sim.cli("dd", f"if={source}", "oimg=img", "conv=bogus").returncode == 22
+        assert sim.cli("dd", f"if={source}", "oimg=img", "conv=trunc").returncode == 22  # never shrinks
 
     def test_output_pool_with_two_pools(self, sim_etcd: str, tmp_path: Path) -> None:
         """With several pools a new image needs --pool (3.0.8 cannot create one at all then)."""
