@@ -20,7 +20,7 @@ import orjson
 from . import log
 from .errors import BadRequest, ConfigError, OnevitaError, RemoteError, by_kind
 from .one.model import VitastorSettings
-from .run import run, scripts_remote_dir, ssh_argv
+from .run import run, scripts_remote_dir, ssh_argv, ssh_failure
 
 __all__ = ["JOBS", "bridge", "host_job", "job_host", "run_job"]
 
@@ -36,9 +36,6 @@ JOBS = {
     "pool_usage": "onevita.vitastor.jobs:pool_usage",
     "vm_disk_usage": "onevita.vitastor.jobs:vm_disk_usage",
     "exists": "onevita.vitastor.jobs:exists",
-    "remove_vm_dir": "onevita.hostfs:remove_vm_dir",
-    "make_vm_dir": "onevita.hostfs:make_vm_dir",
-    "vm_dir_exists": "onevita.hostfs:vm_dir_exists",
     "fsfreeze": "onevita.libvirt:fsfreeze",
     "fsthaw": "onevita.libvirt:fsthaw",
 }
@@ -47,17 +44,31 @@ LOG_PREFIXES = (b"ERROR:", b"INFO:", b"WARN:", b"DEBUG:")
 
 def _job(name: str) -> Callable[..., Any]:
     if name not in JOBS:
-        raise BadRequest(f"unknown Vitastor job {name!r}")
+        raise BadRequest(f"unknown onevita host job {name!r}")
     module, _, func = JOBS[name].partition(":")
     return getattr(import_module(module), func)  # type: ignore[no-any-return]
+
+
+def _reply(stdout: bytes) -> Any:
+    """The JSON reply: the whole of stdout, or its last line when something on the host (a
+    login script) printed before it; None if there is none."""
+    for text in (stdout, stdout.strip().rpartition(b"\n")[2]):
+        try:
+            reply = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(reply, dict):
+            return reply
+    return None
 
 
 def run_job(host: str | None, job: str, **params: Any) -> Any:
     """Run ``job(**params)`` here (``host`` None) or on ``host``, and return its result."""
     if host is None:
         return _job(job)(**params)
-    remote = [f"{scripts_remote_dir()}/onevita/onevita", "host-job"]
-    proc = run(ssh_argv(host, remote), input=orjson.dumps({"job": job, "params": params}), check=False)
+    launcher = f"{scripts_remote_dir()}/onevita/onevita"
+    proc = run(ssh_argv(host, [launcher, "host-job"]), input=orjson.dumps({"job": job, "params": params}),
+               check=False)
     reason = []
     for line in proc.stderr.splitlines():
         if line.startswith(LOG_PREFIXES):
@@ -65,32 +76,53 @@ def run_job(host: str | None, job: str, **params: Any) -> Any:
         elif line.strip():
             reason.append(line.decode(errors="replace").strip())
     sys.stderr.flush()
-    try:
-        reply = orjson.loads(proc.stdout)
-    except orjson.JSONDecodeError:
-        raise RemoteError(f"{job} on {host} failed (exit {proc.returncode}): "
-                          + (" ".join(reason) or "no reply")) from None
+    reply = _reply(proc.stdout)
+    if reply is None:
+        detail = " ".join(reason)
+        if proc.returncode in (126, 127):  # the shell found no runnable launcher
+            raise RemoteError(f"cannot run {launcher} on {host} ({detail or f'exit {proc.returncode}'}): "
+                              "copy the driver to the hosts with 'onehost sync --force'")
+        raise RemoteError(ssh_failure(host, proc.returncode, detail or "no reply", f"onevita job {job}"))
     if "error" in reply:
-        raise by_kind(reply["error"].get("kind", ""))(reply["error"].get("message", "remote job failed"))
+        error = reply["error"] if isinstance(reply["error"], dict) else {}
+        kind, message = str(error.get("kind", "")), str(error.get("message") or "remote job failed")
+        if kind == "InternalError":
+            raise OnevitaError(f"internal error in onevita job {job} on {host}: {message}")
+        raise by_kind(kind)(message)
     return reply.get("result")
 
 
 def host_job() -> int:
-    """The host side: read ``{"job", "params"}`` on stdin, run it, write ``{"result"}`` or ``{"error"}``."""
+    """The host side: read ``{"job", "params"}`` on stdin, run it, write ``{"result"}`` or ``{"error"}``.
+    An unexpected exception is logged with its traceback and reported as ``InternalError``."""
     try:
         request = orjson.loads(sys.stdin.buffer.read())
         if not isinstance(request, dict) or not isinstance(request.get("params", {}), dict):
             raise BadRequest("host-job expects a JSON object with job and params")
         log.set_action(f"host-job/{request.get('job')}")
-        result = _job(str(request.get("job")))(**request.get("params", {}))
+        func = _job(str(request.get("job")))
+        try:
+            result = func(**request.get("params", {}))
+        except TypeError as e:
+            if e.__traceback__ is not None and e.__traceback__.tb_next is None:  # the call itself
+                raise BadRequest(f"bad parameters for host job {request.get('job')!r}: {e}") from None
+            raise
     except OnevitaError as e:
-        sys.stdout.buffer.write(orjson.dumps({"error": {"kind": type(e).__name__, "message": str(e)}}))
-        return 1
-    except (orjson.JSONDecodeError, TypeError) as e:
-        sys.stdout.buffer.write(orjson.dumps({"error": {"kind": "BadRequest", "message": str(e)}}))
-        return 1
+        return _error(type(e).__name__, str(e))
+    except orjson.JSONDecodeError as e:
+        return _error("BadRequest", f"host-job request is not JSON: {e}")
+    except Exception as e:  # reported like __main__ does, but as a reply the front-end can read
+        import traceback
+
+        log.error(traceback.format_exc())
+        return _error("InternalError", f"{type(e).__name__}: {e}")
     sys.stdout.buffer.write(orjson.dumps({"result": result}))
     return 0
+
+
+def _error(kind: str, message: str) -> int:
+    sys.stdout.buffer.write(orjson.dumps({"error": {"kind": kind, "message": message}}))
+    return 1
 
 
 def job_host(settings: VitastorSettings, host: str) -> str | None:

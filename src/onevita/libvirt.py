@@ -7,6 +7,7 @@ says so. Every virsh call has a timeout (a hung agent must not hang the action, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -33,8 +34,15 @@ def fsfreeze(deploy_id: str) -> bool:
         _virsh("domfsfreeze", deploy_id)
     except CommandFailed as e:
         log.warn(f"cannot freeze the file systems of {deploy_id}, the snapshot is crash-consistent: {e}")
+        _thaw_quietly(deploy_id)
         return False
     return True
+
+
+def _thaw_quietly(deploy_id: str) -> None:
+    """A freeze that timed out may still have frozen the guest: thaw, ignoring "not frozen"."""
+    with contextlib.suppress(CommandFailed):
+        _virsh("domfsthaw", deploy_id)
 
 
 def fsthaw(deploy_id: str) -> None:

@@ -15,7 +15,7 @@ from typing import Sequence
 from .errors import OnevitaError
 from .names import check_host
 
-__all__ = ["CommandFailed", "run", "scripts_remote_dir", "ssh_argv"]
+__all__ = ["CommandFailed", "run", "run_on", "scripts_remote_dir", "ssh_argv", "ssh_failure"]
 
 ONE_CONFIG = "/var/lib/one/config"
 
@@ -45,6 +45,26 @@ def ssh_argv(host: str, remote_argv: Sequence[str]) -> list[str]:
     if os.environ.get("ONEVITA_SSH_CONFIG"):
         ssh += ["-F", os.environ["ONEVITA_SSH_CONFIG"]]
     return [*ssh, check_host(host), shlex.join(remote_argv)]
+
+
+def ssh_failure(host: str, returncode: int, detail: str, what: str) -> str:
+    """The reason for a command run on ``host`` over ssh that exited ``returncode``: ssh's own
+    failures (exit 255: host down, key refused...) name the host; others name ``what`` failed."""
+    detail = " ".join(line.strip() for line in detail.splitlines() if line.strip())
+    if returncode == 255:
+        return f"ssh to {host} failed: {detail or 'exit 255'}"
+    return f"{what} on {host} failed (exit {returncode})" + (f": {detail}" if detail else "")
+
+
+def run_on(host: str, script: str, *args: str, what: str) -> str:
+    """Run the fixed shell ``script`` on ``host`` as ``sh -c SCRIPT sh ARGS...`` (values only
+    as positional parameters, never pasted into it) and return its stdout; CommandFailed with
+    ``what`` otherwise. Needs nothing of OpenNebula's remotes on the host, so it also works on
+    a front-end that is not a hypervisor."""
+    proc = run(ssh_argv(host, ["sh", "-c", script, "sh", *args]), check=False)
+    if proc.returncode != 0:
+        raise CommandFailed(ssh_failure(host, proc.returncode, proc.stderr.decode(errors="replace"), what))
+    return proc.stdout.decode(errors="replace").strip()
 
 
 def scripts_remote_dir() -> str:

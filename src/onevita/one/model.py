@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -20,6 +21,7 @@ from ..names import check_host, check_pool, check_prefix
 __all__ = ["ActionData", "Datastore", "Disk", "Image", "VM", "VitastorSettings", "parse_action_data",
            "parse_datastore", "parse_image", "parse_vm"]
 
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 YES = ("YES", "yes", "Yes", "1", "TRUE", "true")
 # LCM states the TM actions care about (include/VirtualMachine.h)
@@ -32,14 +34,21 @@ def _xml(text: str | bytes, what: str) -> etree._Element:
     try:
         return etree.fromstring(text.encode() if isinstance(text, str) else text, parser=_PARSER)
     except etree.XMLSyntaxError as e:
-        raise BadRequest(f"malformed {what} XML: {e}") from e
+        raise BadRequest(f"malformed {what} XML: {e.msg}") from e
 
 
 def _b64decode(data: bytes, what: str) -> bytes:
+    """Base64 ``data`` decoded; the reason does not carry binascii's wording, which differs
+    between Python versions."""
+    text = data.strip()
+    if not text:
+        raise BadRequest(f"no {what} on stdin")
     try:
-        return base64.b64decode(data.strip(), validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise BadRequest(f"{what} on stdin is not base64: {e}") from e
+        detail = ("bad length or padding" if _BASE64.fullmatch(text)
+                  else "characters outside the base64 alphabet")
+        raise BadRequest(f"{what} on stdin is not base64: {detail}") from e
 
 
 def _text(node: etree._Element, path: str, default: str = "") -> str:
@@ -233,7 +242,7 @@ def parse_image(text: str | bytes | etree._Element) -> Image:
         size_mb=_int(node, "SIZE", "IMAGE", default=0),
         persistent=_text(node, "PERSISTENT") == "1",
         datastore_id=_int(node, "DATASTORE_ID", "IMAGE", default=-1),
-        target_snapshot=int(target) if target.lstrip("-").isdigit() else None,
+        target_snapshot=int(target) if target.isdigit() else None,  # oned writes -1 for "none"
         path=_text(node, "PATH"),
         format=_text(node, "FORMAT"),
         fs=_text(node, "FS"),

@@ -24,7 +24,8 @@ def _conf_path() -> str:
 
 
 def monitord_address() -> tuple[str, int, bool]:
-    """(address, port, encrypted) from monitord.conf; defaults 127.0.0.1:4124."""
+    """(address, port, encrypted) from monitord.conf; defaults 127.0.0.1:4124. Encrypted means
+    PUBKEY names a readable file: the shell helper sends in clear otherwise, and so do we."""
     try:
         with open(_conf_path()) as f:
             text = f.read()
@@ -33,9 +34,11 @@ def monitord_address() -> tuple[str, int, bool]:
     text = re.sub(r"#.*", "", text)
     address = re.search(r'MONITOR_ADDRESS\s*=\s*"?([^",\s\]]+)', text)
     port = re.search(r"\bPORT\s*=\s*\"?(\d+)", text)
-    pubkey = re.search(r'PUBKEY\s*=\s*"([^"]+)"', text)
+    pubkey = re.search(r'\bPUBKEY\s*=\s*"?([^",\s\]]*)', text)
+    key = pubkey.group(1) if pubkey else ""
     host = address.group(1) if address else "auto"
-    return ("127.0.0.1" if "auto" in host else host, int(port.group(1)) if port else 4124, bool(pubkey))
+    return ("127.0.0.1" if "auto" in host else host, int(port.group(1)) if port else 4124,
+            bool(key) and os.access(key, os.R_OK))
 
 
 def send_to_monitor(msg_type: str, success: bool, oid: int, payload: str) -> None:

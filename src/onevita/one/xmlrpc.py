@@ -94,6 +94,10 @@ def _response(method: str, data: bytes) -> str:
         raise OpenNebulaError(f"{method}: malformed XML-RPC reply: {e}") from e
     fault = root.find("fault")
     if fault is not None:
+        members = {m.findtext("name"): m.find("value") for m in fault.iterfind("value/struct/member")}
+        code, string = members.get("faultCode"), members.get("faultString")
+        if code is not None and string is not None:
+            raise OpenNebulaError(f"{method}: XML-RPC fault {_scalar(code)}: {_scalar(string)}")
         text = " ".join(str(t).strip() for t in fault.itertext() if str(t).strip())
         raise OpenNebulaError(f"{method}: XML-RPC fault: {text}")
     items = [_scalar(v) for v in root.iterfind("params/param/value/array/data/value")]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from .. import log
-from ..cluster import bridge, job_host, run_job
-from ..errors import ImageNotFound
+from ..cluster import job_host, run_job
+from ..errors import BadRequest, ImageNotFound
 from ..names import check_image
 from ..one.args import arg_path, int_arg
-from ..one.model import LCM_HOTPLUG_SAVEAS_STOPPED, LCM_HOTPLUG_SAVEAS_UNDEPLOYED
 from .common import datastore, load_disk
-from .vmdir import delete_vm_dir, is_disk_path
+from .vmdir import delete_vm_dir, deletion_host, is_disk_path
 
 MIB = 1 << 20
 
@@ -56,10 +55,7 @@ def delete(location: str, vm_id: str, ds_id: str) -> None:
     if ctx.disk.source and not ctx.disk.clone:
         log.info(f"{ctx.disk.source} is persistent, kept")
         return
-    undeployed = ctx.vm.host != ctx.host or ctx.vm.lcm_state in (LCM_HOTPLUG_SAVEAS_UNDEPLOYED,
-                                                                 LCM_HOTPLUG_SAVEAS_STOPPED)
-    host = bridge(ctx.settings, ctx.vm.id) if undeployed else job_host(ctx.settings, ctx.host)
-    run_job(host, "delete", conf=ctx.settings.conf, name=ctx.name)
+    run_job(deletion_host(ctx.settings, ctx.vm, ctx.host), "delete", conf=ctx.settings.conf, name=ctx.name)
 
 
 def resize(location: str, size_mb: str, vm_id: str, ds_id: str) -> None:
@@ -68,4 +64,6 @@ def resize(location: str, size_mb: str, vm_id: str, ds_id: str) -> None:
     in etcd must grow first (shrinking is refused)."""
     ctx = load_disk(location, vm_id, ds_id)
     size = int_arg(size_mb, "SIZE") * MIB
+    if size <= 0:
+        raise BadRequest(f"SIZE must be a positive number of MB, got {size_mb!r}")
     run_job(job_host(ctx.settings, ctx.host), "resize", conf=ctx.settings.conf, name=ctx.name, size=size)

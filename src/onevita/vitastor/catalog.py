@@ -238,8 +238,10 @@ class Catalog:
         highest = max((i.id for i in self.inodes.values() if i.pool_id == pool_id), default=0)
         return max(maxid, highest) + 1
 
-    def create(self, name: str, size: int, pool: Pool, parent: Inode | None = None) -> Inode:
-        """``vitastor-cli create -s SIZE -p POOL [--parent P] NAME``: one conditional txn, retried."""
+    def create(self, name: str, size: int, pool: Pool, parent: Inode | None = None,
+               meta: dict[str, Any] | None = None) -> Inode:
+        """``vitastor-cli create -s SIZE -p POOL [--parent P] NAME``: one conditional txn, retried.
+        ``meta`` is stored in the config's ``meta`` object (kept by modify, rm and flatten)."""
         if size % ALIGN:
             raise ValueError(f"image size {size} is not a multiple of {ALIGN}")
         for _ in range(RETRIES):
@@ -247,7 +249,7 @@ class Catalog:
                 raise ImageExists(f"Vitastor image {name} already exists")
             maxid_kv = self.etcd.get(self._maxid_key(pool.id))
             maxid = int(maxid_kv.value) if maxid_kv else 0
-            new = Inode(pool_id=pool.id, id=self._next_id(pool.id, maxid), name=name, size=size)
+            new = Inode(pool_id=pool.id, id=self._next_id(pool.id, maxid), name=name, size=size, meta=meta)
             if parent is not None:
                 new = replace(new, parent_pool=parent.pool_id, parent_id=parent.id)
             inode_key = self._inode_key(pool.id, new.id)

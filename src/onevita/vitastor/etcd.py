@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from ..errors import ClusterUnreachable, EtcdError
+from ..errors import ClusterUnreachable, ConfigError, EtcdError
 
 __all__ = ["Etcd", "KeyValue", "TxnResult", "b64", "prefix_range_end", "op_range", "op_put",
            "op_delete", "cmp_version", "cmp_mod", "cmp_mod_before"]
@@ -118,6 +118,8 @@ class Etcd:
         host, _, port = hostport.rpartition(":")
         if not host:
             host, port = port, "2379"
+        if not port.isdigit():
+            raise ConfigError(f"etcd_address {endpoint!r}: {port!r} is not a port number")
         return host.strip("[]"), int(port), "/" + (path.rstrip("/") or "v3")
 
     def _post(self, host: str, port: int, url: str, body: bytes) -> tuple[int, bytes]:
@@ -152,7 +154,8 @@ class Etcd:
                     message = reply.get("error") or reply.get("message") or data.decode(errors="replace")
                     raise EtcdError(f"etcd {rpc} failed: {message}")
                 return reply
-            time.sleep(0.1 * (attempt + 1))
+            if attempt + 1 < self.attempts:  # no pause before giving up
+                time.sleep(0.1 * (attempt + 1))
         raise ClusterUnreachable("etcd is unreachable (" + "; ".join(failures[-len(self.endpoints):]) + ")")
 
     def txn(self, success: Sequence[Op], compare: Sequence[Op] = (), failure: Sequence[Op] = ()) -> TxnResult:

@@ -31,9 +31,10 @@ def open_catalog(conf: str | None) -> Catalog:
 
 
 def _layers(catalog: Catalog, name: str) -> list[Inode]:
-    """``name`` and all its ``name@N`` snapshot layers, each after every layer that reads
-    through it, so removing them in this order never merges data between them."""
-    pattern = re.compile(re.escape(name) + r"(@[0-9]+)?")
+    """``name``, all its ``name@N`` snapshot layers and the old head an interrupted revert left
+    (``name.revert``), each after every layer that reads through it, so removing them in this
+    order never merges data between them."""
+    pattern = re.compile(re.escape(name) + r"(@[0-9]+|\.revert)?")
     own = [i for i in catalog.inodes.values() if pattern.fullmatch(i.name)]
     ordered: list[Inode] = []
     remaining = {i.num: i for i in own}
@@ -120,16 +121,19 @@ def snapshot_delete(conf: str | None, name: str, snap_id: int) -> None:
 
 
 def snapshot_revert(conf: str | None, name: str, snap_id: int) -> None:
-    """Make ``name`` a fresh child of ``name@snap_id``. The current head is first renamed aside
-    (``name.revert``), so the disk exists at every step and a retry picks up where it stopped."""
+    """Make ``name`` a fresh child of ``name@snap_id``. The current head is renamed aside
+    (``name.revert``) and removed only once the new head exists, so an interrupted revert
+    loses nothing and a retry finishes it. An aside found while ``name`` exists is left over
+    from an earlier revert: it goes first, so ``name`` itself is still set aside and reverted."""
     catalog = open_catalog(conf)
     snap = catalog.get(snapshot_name(name, snap_id))
-    aside = f"{check_image(name)}.revert"
-    head = catalog.find(name)
-    if head is not None and catalog.find(aside) is None:
-        catalog.modify(head, rename=aside)
-    if catalog.find(name) is None:
-        catalog.create(name, snap.size, catalog.pools[snap.pool_id], parent=snap)
+    aside = f"{name}.revert"
+    if catalog.find(name) is not None:
+        if catalog.find(aside) is not None:
+            cli.remove(conf, aside)
+            catalog.load()
+        catalog.modify(catalog.get(name), rename=aside)
+    catalog.create(name, snap.size, catalog.pools[snap.pool_id], parent=snap)
     if catalog.find(aside) is not None:
         cli.remove(conf, aside)
     log.info(f"reverted {name} to {snap.name}")
@@ -137,24 +141,48 @@ def snapshot_revert(conf: str | None, name: str, snap_id: int) -> None:
 
 def snapshot_flatten(conf: str | None, name: str, snap_id: int) -> None:
     """Make ``name`` an independent copy of ``name@snap_id`` and drop every snapshot of it
-    (OpenNebula's snapshot-flatten). The old head is renamed aside before anything is removed."""
-    snapshot_revert(conf, name, snap_id)
-    cli.flatten(conf, name)
+    (OpenNebula's snapshot-flatten). The old head is renamed aside before anything is removed.
+    A retry after the snapshot itself was removed (``name`` has no parent any more) only
+    removes the snapshot layers that are left."""
     catalog = open_catalog(conf)
+    snap = snapshot_name(name, snap_id)
+    if catalog.find(snap) is not None:
+        snapshot_revert(conf, name, snap_id)
+        cli.flatten(conf, name)
+        catalog = open_catalog(conf)
+    elif catalog.get(name).parent_id:
+        catalog.get(snap)  # ImageNotFound: not an earlier flatten of this snapshot
+    else:
+        log.info(f"{snap} is gone and {name} has no parent: finishing an earlier flatten")
     for layer in _layers(catalog, name):
         if layer.name != name:
             cli.remove(conf, layer.name)
     log.info(f"flattened {name} from snapshot {snap_id}")
 
 
+COPY_OF = "onevita_copy_of"  # meta key naming the image a flatten_copy was made from
+
+
 def flatten_copy(conf: str | None, pool: str | None, source: str, name: str) -> None:
     """A new image ``name`` with the data of ``source`` and no parent (bash: create --parent +
-    flatten). A leftover child of ``source`` from an interrupted run is finished, not duplicated."""
-    clone(conf, pool, source, name, 0)
+    flatten). The copy is created with ``meta`` naming ``source`` (flatten keeps it), so a
+    retry finds a finished copy and succeeds; a leftover child of ``source`` from an
+    interrupted run is finished, not duplicated. Any other image called ``name``: ImageExists."""
     catalog = open_catalog(conf)
-    if catalog.get(name).parent_id:
+    base = catalog.get(check_image(source))
+    copy = catalog.find(check_image(name))
+    if copy is None:
+        target_pool = catalog.pool(pool, default=catalog.pools.get(base.pool_id))
+        copy = catalog.create(name, base.size, target_pool, parent=base, meta={COPY_OF: source})
+        log.info(f"created {name} ({base.size // MIB} MiB) on {source} in pool {target_pool.name}")
+    elif (copy.meta or {}).get(COPY_OF) != source and base.num not in {
+            a.num for a in catalog.ancestors(copy)}:
+        raise ImageExists(f"Vitastor image {name} already exists and is not a copy of {source}")
+    if copy.parent_id:
         cli.flatten(conf, name)
-    log.info(f"copied {source} to {name}")
+        log.info(f"copied {source} to {name}")
+    else:
+        log.info(f"{name} is already a copy of {source}")
 
 
 def pool_usage(conf: str | None, pool: str | None) -> dict[str, float]:

@@ -1,0 +1,224 @@
+"""A small cloud to run onevita in, and a VM disk lifecycle through the real driver entry points.
+
+``World`` starts what the tests start (Debian's etcd, a real sshd whose host aliases node1,
+node2, bridge1, bridge2 and one-fe all lead to this machine, the oned XML-RPC stand-in, the
+built remotes copied to the "hosts" with ``rsync -L``) plus a UDP socket standing in for
+monitord. ``lifecycle`` runs one VM's disks from clone to delete, as oned would call the driver,
+on a simulated Vitastor cluster. ``python -m demo`` shows it; ``python -m bench.actions`` times it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zlib
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+# the simulated cluster, never a real one: the demo creates and removes one-5 and one-7
+os.environ.pop("ONEVITA_TEST_VITASTOR_CONF", None)
+os.environ.pop("ONEVITA_TEST_VITASTOR_CLI", None)
+
+from tests.cloud import IMAGE_DS, REMOTES, ROOT, SYSTEM_DS, Cloud, Result, action_env  # noqa: E402
+from tests.harness import documents as docs  # noqa: E402
+from tests.harness.etcd_server import EtcdServer  # noqa: E402
+from tests.harness.oned import OnedStandIn  # noqa: E402
+from tests.harness.sshd import Sshd  # noqa: E402
+from tests.sim.cluster import SIM_CLI, SimCluster  # noqa: E402
+
+__all__ = ["MODES", "VM_ID", "Lifecycle", "StepFailed", "World"]
+
+MIB = 1 << 20
+MODES = ("ssh", "frontend")
+VM_ID = 12
+HOSTS = ("node1", "node2", "bridge1", "bridge2", "one-fe")
+BASE = b"one-5 as uploaded".ljust(4096, b".")
+WRITTEN = b"written by the VM after snapshot 0".ljust(4096, b"!")
+
+
+class StepFailed(Exception):
+    """A driver action exited non-zero."""
+
+    def __init__(self, label: str, result: Result) -> None:
+        super().__init__(f"{label} failed (exit {result.rc}): {result.reason}")
+        self.label = label
+        self.result = result
+
+
+def ensure_built() -> Path:
+    """dist/remotes (or $ONEVITA_DIST/remotes), built if missing."""
+    if not (REMOTES / "onevita" / "onevita.pyz").exists():
+        subprocess.run([sys.executable, str(ROOT / "build.py"), "--dist", str(REMOTES.parent)], check=True)
+    return REMOTES
+
+
+class World:
+    """etcd, sshd, the oned stand-in and a monitord socket in a temporary directory."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
+        self.base = Path(tempfile.mkdtemp(prefix="onevita-demo-"))
+        self._stack = ExitStack()
+        self.monitord = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.etcd: EtcdServer
+        self.sshd: Sshd
+        self.oned: OnedStandIn
+
+    def __enter__(self) -> World:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _start(self) -> None:
+        remotes = ensure_built()
+        subprocess.run(["rsync", "-aL", f"{remotes}/", str(self.base / "host-remotes")], check=True)
+        (self.base / "shiv").mkdir()
+        (self.base / "one" / "etc").mkdir(parents=True)
+        self.monitord.bind(("127.0.0.1", 0))
+        self.monitord.settimeout(5)
+        (self.base / "one" / "etc" / "monitord.conf").write_text(
+            f'NETWORK = [\n    ADDRESS = "127.0.0.1",\n    PORT = {self.monitord.getsockname()[1]},\n'
+            '    MONITOR_ADDRESS = "auto"\n]\n')
+        self.etcd = self._stack.enter_context(EtcdServer(self.base / "etcd"))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(self.base / "shiv"),
+               "ONEVITA_VITASTOR_CLI": SIM_CLI}
+        self.sshd = self._stack.enter_context(Sshd(self.base / "sshd", env=env, aliases=HOSTS))
+        self.oned = self._stack.enter_context(OnedStandIn())
+        auth = self.base / "one_auth"
+        auth.write_text(self.oned.session + "\n")
+        self.env = action_env(oned=self.oned, ssh_config=self.sshd.config_path,
+                              host_remotes=self.base / "host-remotes", auth_file=auth,
+                              one_location=self.base / "one", shiv_root=self.base / "shiv",
+                              vitastor_cli=SIM_CLI)
+        # the first run of a build extracts the zipapp into shiv's cache, once per machine
+        subprocess.run([str(remotes / "onevita" / "onevita"), "noop"], env=self.env, check=True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+        self.monitord.close()
+        if not self.keep:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def cloud(self, mode: str, name: str) -> Cloud:
+        """A fresh cluster (its own etcd prefix and data) and datastores 100/101 in ``mode``."""
+        self.oned.reset()
+        cluster = SimCluster(self.etcd.url, self.base / name / "cluster", prefix=f"/vitastor-{name}")
+        cloud = Cloud(oned=self.oned, cluster=cluster, env=dict(self.env), mode=mode)
+        cloud.add_datastores()
+        return cloud
+
+    def receive_monitor(self) -> list[str]:
+        """The decoded lines of the next message sent to monitord."""
+        data, _ = self.monitord.recvfrom(65536)
+        _type, _result, _oid, _ts, payload = data.decode().split(" ", 4)
+        return zlib.decompress(base64.b64decode(payload)).decode().splitlines()
+
+
+@dataclass
+class Lifecycle:
+    """VM 12 with disk 0, a clone of image one-5, and disk 1, the persistent image one-7, from
+    clone to delete. ``show`` sees every step; a failed step raises StepFailed."""
+
+    world: World
+    cloud: Cloud
+    root: Path
+    show: Callable[[str, Result], None] = lambda label, result: None
+    note: Callable[[str], None] = lambda text: None
+    results: dict[str, Result] = field(default_factory=dict)
+
+    def location(self, host: str) -> str:
+        """The host's DATASTORE_LOCATION; every "host" is this machine, so each gets its own
+        directory and moving the VM directory between hosts is visible."""
+        return f"{self.root}/{host}/datastores/"
+
+    def vm_dir(self, host: str) -> str:
+        return f"{host}:{self.location(host)}/{SYSTEM_DS}/{VM_ID}"  # oned's double slash included
+
+    def disk(self, host: str, disk_id: int) -> str:
+        return f"{self.vm_dir(host)}/disk.{disk_id}"
+
+    def step(self, label: str, action: str, *args: str, stdin: Optional[bytes] = None) -> Result:
+        result = self.cloud.run(action, *args, stdin=stdin)
+        self.results[label] = result
+        self.show(label, result)
+        if result.rc != 0:
+            raise StepFailed(label, result)
+        return result
+
+    def add_vm(self, host: str) -> None:
+        disks = [docs.image_disk(0, 5, source="one-5", clone=True, size_mb=128),
+                 docs.image_disk(1, 7, source="one-7", clone=False, persistent=True, size_mb=64)]
+        self.cloud.add_vm(VM_ID, disks, host=host)
+
+    def prepare(self) -> None:
+        """The images as oneimage create left them, and the VM directory deploy made on node1."""
+        catalog = self.cloud.cluster.catalog()
+        pool = catalog.pool(self.cloud.pool)
+        catalog.create("one-5", 64 * MIB, pool)
+        catalog.create("one-7", 64 * MIB, pool)
+        self.cloud.cluster.write("one-5", 0, BASE)
+        self.cloud.cluster.write("one-7", 0, b"persistent".ljust(4096, b"."))
+        vm_dir = Path(self.location("node1")) / str(SYSTEM_DS) / str(VM_ID)
+        vm_dir.mkdir(parents=True)
+        (vm_dir / "deployment.0").write_text(f"<domain type='kvm'><name>one-{VM_ID}</name></domain>\n")
+        self.add_vm("node1")
+
+    def read0(self) -> bytes:
+        return self.cloud.cluster.read(f"one-5-{VM_ID}-0", 0, len(BASE))
+
+    def run(self) -> None:
+        vm, ids, sysds = str(VM_ID), str(IMAGE_DS), str(SYSTEM_DS)
+        self.prepare()
+        self.step("tm/clone", "tm/clone", "one-fe:one-5", self.disk("node1", 0), vm, ids)
+        self.step("tm/ln", "tm/ln", "one-fe:one-7", self.disk("node1", 1), vm, ids)
+        self.cloud.cluster.stats()
+        self.step("datastore/monitor", "datastore/monitor", ids, stdin=self.cloud.action_data())
+        self.step("tm/snap_create 0", "tm/snap_create", self.disk("node1", 0), "0", vm, ids)
+        self.cloud.cluster.write(f"one-5-{VM_ID}-0", 0, WRITTEN)
+        self.note(f"the VM writes: disk 0 reads {self.read0()[:34]!r}")
+        self.step("tm/snap_create 1", "tm/snap_create", self.disk("node1", 0), "1", vm, ids)
+        self.step("tm/snap_revert 0", "tm/snap_revert", self.disk("node1", 0), "0", vm, ids)
+        after = self.read0()
+        self.note(f"after the revert disk 0 reads {after[:17]!r} again")
+        if after != BASE:
+            raise AssertionError(f"snap_revert 0 did not bring back the data of snapshot 0: {after[:40]!r}")
+        self.step("tm/resize", "tm/resize", self.disk("node1", 0), "256", vm, ids)
+        self.cloud.cluster.write(f"one-5-{VM_ID}-0", 200 * MIB, bytes(range(256)) * (3 * MIB // 256))
+        self.note("the VM writes 3 MiB at 200 MiB, past the old end of disk 0")
+        self.step("tm/snap_delete 1", "tm/snap_delete", self.disk("node1", 0), "1", vm, ids)
+        self.cloud.cluster.stats()
+        monitor_data = self.cloud.action_data(ds_id=SYSTEM_DS, extra={
+            "DATASTORE_LOCATION": self.location("node1"), "MONITOR_VM_DISKS": "1"})
+        self.step("tm/monitor", "tm/monitor", sysds, stdin=monitor_data)
+        for line in self.world.receive_monitor():
+            vm_line, _, encoded = line.partition(',MONITOR="')
+            decoded = base64.b64decode(encoded.rstrip('"]')).decode().replace("\n", " ")
+            self.note(f"monitord got {vm_line},MONITOR=<base64 of: {decoded}>]")
+        self.step("tm/mv VM dir", "tm/mv", self.vm_dir("node1"), self.vm_dir("node2"), vm, sysds)
+        moved = Path(self.location("node2")) / sysds / vm
+        self.note(f"node2 now has {sorted(p.name for p in moved.iterdir())}; VM 12 runs on node2")
+        self.add_vm("node2")
+        self.step("tm/mvds disk 1", "tm/mvds", self.disk("node2", 1), "one-7", vm, ids)
+        self.step("tm/delete disk 0", "tm/delete", self.disk("node2", 0), vm, ids)
+        self.step("tm/delete VM dir", "tm/delete", self.vm_dir("node2"), vm, sysds)
+        if moved.exists():
+            raise AssertionError(f"{moved} is still there after tm/delete")
+
+    def leftovers(self) -> dict[str, str]:
+        """Every image in the cluster: name → size, parent."""
+        catalog = self.cloud.cluster.catalog()
+        images = {}
+        for inode in sorted(catalog.inodes.values(), key=lambda i: i.name):
+            parent = catalog.parent(inode)
+            images[inode.name] = f"{inode.size // MIB} MiB" + (f", parent {parent.name}" if parent else "")
+        return images

@@ -1,0 +1,1 @@
+"""Unit tests of the Vitastor side (catalog, etcd client) against a real etcd."""
