@@ -2,9 +2,12 @@
 
     .venv/bin/python -m bench.startup [--rounds 30]
 
-Each round runs, in alternating order: ``python3 -I -S -c pass`` (the floor any Python driver
-pays), the launcher with the no-op command, and ``python3 onevita.pyz noop`` (plain shiv
-bootstrap). Medians of wall time and the ratios are printed; the target is launcher < 3x.
+Each round runs, one after the other: ``python3 -I -S -c pass`` (the floor any Python driver
+pays), the launcher with the no-op command, ``python3 onevita.pyz noop`` (plain shiv bootstrap)
+and a whole front-end-mode ``tm/clone`` (three XML-RPC calls to the oned stand-in, the etcd
+read and the create transaction; an already-made clone, so every round does the same work).
+Medians of wall time and the ratios to the bare interpreter are printed; the targets are
+launcher noop < 3x and front-end clone < 8x.
 """
 
 from __future__ import annotations
@@ -16,24 +19,27 @@ import sys
 import time
 from pathlib import Path
 
+from demo import World
+from tests.harness import documents as docs
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"  # the interpreter the launcher's shebang names (no pyenv shim)
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
-def measure(commands: dict[str, list[str]], rounds: int) -> dict[str, float]:
+def measure(commands: dict[str, list[str]], rounds: int, env: dict[str, str]) -> dict[str, float]:
     """Median seconds per command, the commands interleaved in every round."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for argv in commands.values():
-        timed(argv)  # warm the page cache and shiv's extraction
+        timed(argv, env)  # warm the page cache and shiv's extraction
     for _ in range(rounds):
         for name, argv in commands.items():
-            samples[name].append(timed(argv))
+            samples[name].append(timed(argv, env))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -47,7 +53,15 @@ def main() -> None:
         "launcher noop": [launcher, "noop"],
         "shiv pyz noop": [PYTHON, str(ROOT / "dist/onevita.pyz"), "noop"],
     }
-    medians = measure(commands, args.rounds)
+    with World() as world:
+        cloud = world.cloud("frontend", "startup")
+        catalog = cloud.cluster.catalog()
+        catalog.create("one-5", 64 << 20, catalog.pool(cloud.pool))
+        cloud.add_vm(12, [docs.image_disk(0, 5, source="one-5", clone=True, size_mb=64)])
+        clone = [str(ROOT / "dist/remotes/tm/vitastor/clone"), "one-fe:one-5",
+                 "node1:/var/lib/one//datastores/100/12/disk.0", "12", "101"]
+        commands["front-end tm/clone"] = clone
+        medians = measure(commands, args.rounds, cloud.env)
     floor = medians["bare python3 -I -S"]
     print(f"{'command':<22}{'median ms':>12}{'x bare':>10}")
     for name, seconds in medians.items():

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .errors import OnevitaError
 from .names import check_host
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["CommandFailed", "run", "run_on", "scripts_remote_dir", "ssh_argv", "ssh_failure"]
 
@@ -27,6 +29,8 @@ class CommandFailed(OnevitaError):
 def run(argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
         timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` with captured output; CommandFailed (with its stderr) if it fails and ``check``."""
+    import subprocess  # imported here: actions that run no command do not pay for it
+
     try:
         proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, check=False)
     except FileNotFoundError as e:

@@ -10,7 +10,6 @@ failed ``attempts`` times the call raises ``ClusterUnreachable``.
 from __future__ import annotations
 
 import base64
-import http.client
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Sequence
 import orjson
 
 from ..errors import ClusterUnreachable, ConfigError, EtcdError
+from ..http import Connection
 
 __all__ = ["Etcd", "KeyValue", "TxnResult", "b64", "prefix_range_end", "op_range", "op_put",
            "op_delete", "cmp_version", "cmp_mod", "cmp_mod_before"]
@@ -108,7 +108,7 @@ class Etcd:
         self.endpoints = [self._split(e) for e in endpoints]
         self.timeout = timeout
         self.attempts = attempts
-        self._conns: dict[tuple[str, int], http.client.HTTPConnection] = {}
+        self._conns: dict[tuple[str, int], Connection] = {}
 
     @staticmethod
     def _split(endpoint: str) -> tuple[str, int, str]:
@@ -125,15 +125,8 @@ class Etcd:
     def _post(self, host: str, port: int, url: str, body: bytes) -> tuple[int, bytes]:
         conn = self._conns.get((host, port))
         if conn is None:
-            conn = self._conns[(host, port)] = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        try:
-            conn.request("POST", url, body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            del self._conns[(host, port)]
-            raise
+            conn = self._conns[(host, port)] = Connection(host, port, self.timeout)
+        return conn.post(url, body, "application/json")
 
     def call(self, rpc: str, fields: dict[str, Any]) -> dict[str, Any]:
         """POST ``fields`` to ``<path>/<rpc>`` and return the decoded reply, raising on errors."""
@@ -143,7 +136,7 @@ class Etcd:
             for host, port, path in self.endpoints:
                 try:
                     status, data = self._post(host, port, f"{path}/{rpc}", body)
-                except (OSError, http.client.HTTPException) as e:
+                except OSError as e:
                     failures.append(f"{host}:{port}: {e}")
                     continue
                 if status >= 500:
