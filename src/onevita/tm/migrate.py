@@ -155,19 +155,28 @@ def _hook_args(src_host: str, dst_host: str, sysdir: str, vm_id: str, ds_id: str
     return check_vm_dir(re.sub("/+", "/", sysdir), int_arg(ds_id, "DSID"), int_arg(vm_id, "VMID"))
 
 
+def _hook_start(caller: tuple[str, ...], src_host: str, dst_host: str, sysdir: str, vm_id: str,
+                ds_id: str) -> tuple[str, list[str], bytes] | None:
+    """What pre- and postmigrate start with: (VM directory, other TMs, VM XML), read and checked
+    before anything moves; None when there is nothing to do (called by another TM, one host)."""
+    if caller:
+        log.info(f"called by tm/{caller[0]}, nothing to do")
+        return None
+    path = _hook_args(src_host, dst_host, sysdir, vm_id, ds_id)
+    vm_b64 = sys.stdin.buffer.read()
+    tms = _other_tms(vm_b64)
+    return None if src_host == dst_host else (path, tms, vm_b64)
+
+
 def premigrate(src_host: str, dst_host: str, sysdir: str, vm_id: str, ds_id: str, *caller: str) -> None:
     """``PREMIGRATE vitastor SRC DST <sysdir> VMID DSID [TM]`` (live migration, VM XML in base64 on
     stdin): the destination needs the VM directory (deployment file, context ISO) before
     libvirt moves the VM; then the other TMs' premigrate. Called by another TM (``TM`` given),
     or within one host: nothing to do."""
-    if caller:
-        log.info(f"called by tm/{caller[0]}, nothing to do")
+    start = _hook_start(caller, src_host, dst_host, sysdir, vm_id, ds_id)
+    if start is None:
         return
-    path = _hook_args(src_host, dst_host, sysdir, vm_id, ds_id)
-    vm_b64 = sys.stdin.buffer.read()
-    tms = _other_tms(vm_b64)
-    if src_host == dst_host:
-        return
+    path, tms, vm_b64 = start
     same, marker = _same_dir(src_host, path, dst_host, path)
     if same:
         log.info(f"{path} is shared by {src_host} and {dst_host}, nothing to copy")
@@ -181,14 +190,10 @@ def premigrate(src_host: str, dst_host: str, sysdir: str, vm_id: str, ds_id: str
 def postmigrate(src_host: str, dst_host: str, sysdir: str, vm_id: str, ds_id: str, *caller: str) -> None:
     """``POSTMIGRATE``: the VM runs on the destination; the other TMs' postmigrate, then remove
     its directory from the source (unless both hosts share it). Already removed: success."""
-    if caller:
-        log.info(f"called by tm/{caller[0]}, nothing to do")
+    start = _hook_start(caller, src_host, dst_host, sysdir, vm_id, ds_id)
+    if start is None:
         return
-    path = _hook_args(src_host, dst_host, sysdir, vm_id, ds_id)
-    vm_b64 = sys.stdin.buffer.read()
-    tms = _other_tms(vm_b64)
-    if src_host == dst_host:
-        return
+    path, tms, vm_b64 = start
     _migrate_other(tms, "postmigrate", (src_host, dst_host, sysdir, vm_id, ds_id), vm_b64)
     same, marker = _same_dir(src_host, path, dst_host, path)
     if same:
