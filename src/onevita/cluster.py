@@ -130,10 +130,35 @@ def job_host(settings: VitastorSettings, host: str) -> str | None:
     return None if settings.on_frontend else host
 
 
+# host states onehost list shows as off, err, dsbl (include/Host.h: ERROR, DISABLED,
+# MONITORING_ERROR, MONITORING_DISABLED, OFFLINE)
+UNAVAILABLE_HOST_STATES = {"3", "4", "5", "7", "8"}
+
+
+def _unavailable_hosts() -> set[str]:
+    """Hosts oned reports offline, in error or disabled; nothing if oned cannot say
+    (``remove_off_hosts`` also keeps the list when ``onehost list`` fails)."""
+    from .errors import OpenNebulaError
+    from .one.model import parse_host_states
+    from .one.xmlrpc import oned
+
+    try:
+        states = parse_host_states(oned().hostpool_info())
+    except OpenNebulaError as e:
+        log.warn(f"cannot read host states, using all of BRIDGE_LIST: {e}")
+        return set()
+    return {name for name, state in states.items() if state in UNAVAILABLE_HOST_STATES}
+
+
 def bridge(settings: VitastorSettings, object_id: int) -> str | None:
-    """A BRIDGE_LIST host for jobs not tied to a VM's host (``get_destination_host``: id % N)."""
+    """A BRIDGE_LIST host for jobs not tied to a VM's host, like ``get_destination_host``:
+    offline, error and disabled hosts left out, then ``id % N``."""
     if settings.on_frontend:
         return None
     if not settings.bridges:
         raise ConfigError("Datastore template missing 'BRIDGE_LIST' attribute.")
-    return settings.bridges[object_id % len(settings.bridges)]
+    unavailable = _unavailable_hosts()
+    hosts = [h for h in settings.bridges if h not in unavailable]
+    if not hosts:
+        raise ConfigError("All hosts from 'BRIDGE_LIST' are offline, error or disabled")
+    return hosts[object_id % len(hosts)]

@@ -178,4 +178,4 @@ class TestSession:
 
 
 def test_module_exports() -> None:
-    assert set(xmlrpc.__all__) == {"OneClient", "endpoint", "session"}
+    assert set(xmlrpc.__all__) == {"OneClient", "endpoint", "oned", "session"}

@@ -216,6 +216,29 @@ class TestDeleteDisk:
         assert layers(cloud, name) == {}
         assert ssh_hosts()[start:] == ([bridge] if cloud.mode == "ssh" else [])
 
+    @pytest.mark.parametrize("state", [docs.HOST_OFFLINE, docs.HOST_ERROR, docs.HOST_DISABLED])
+    def test_unavailable_bridges_are_skipped(self, cloud: Cloud, ssh_hosts: Hosts, state: int) -> None:
+        """Like get_destination_host: hosts oned reports offline, in error or disabled are left
+        out of BRIDGE_LIST before picking <vm> % N (VM 12 would pick bridge1)."""
+        cloud.oned.hosts[0] = docs.host_xml(0, "bridge1", state)
+        cloud.oned.hosts[1] = docs.host_xml(1, "bridge2")
+        name = clone_disk(cloud, 12)
+        start = len(ssh_hosts())
+        cloud.ok("tm/delete", disk_path(12, host="one-fe"), "12", "101")
+        assert layers(cloud, name) == {}
+        assert ssh_hosts()[start:] == (["bridge2"] if cloud.mode == "ssh" else [])
+
+    def test_all_bridges_unavailable(self, cloud: Cloud) -> None:
+        cloud.oned.hosts[0] = docs.host_xml(0, "bridge1", docs.HOST_OFFLINE)
+        cloud.oned.hosts[1] = docs.host_xml(1, "bridge2", docs.HOST_DISABLED)
+        name = clone_disk(cloud, 12)
+        result = cloud.run("tm/delete", disk_path(12, host="one-fe"), "12", "101")
+        if cloud.mode == "ssh":
+            assert (result.rc, result.reason) == (1, "All hosts from 'BRIDGE_LIST' are offline, error or disabled")
+            assert set(layers(cloud, name)) == {name}
+        else:
+            assert result.rc == 0
+
     def test_delete_of_an_undeployed_vm_without_bridge_list(self, cloud: Cloud) -> None:
         """No BRIDGE_LIST: over ssh there is no host that must reach the cluster, and the
         reason says what is missing; the front-end mode does not need one."""

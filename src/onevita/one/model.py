@@ -19,6 +19,7 @@ from ..errors import BadRequest
 from ..names import check_host, check_pool, check_prefix
 
 __all__ = ["ActionData", "Datastore", "Disk", "Image", "VM", "VitastorSettings", "parse_action_data",
+           "parse_host_states",
            "parse_datastore", "parse_image", "parse_vm"]
 
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -264,3 +265,9 @@ def parse_action_data(stdin: bytes) -> ActionData:
         image=parse_image(image_node) if image_node is not None else None,
         extra=extra,
     )
+
+
+def parse_host_states(text: str | bytes) -> dict[str, str]:
+    """NAME → STATE of every host in a ``<HOST_POOL>`` document."""
+    root = _xml(text, "HOST_POOL")
+    return {_text(h, "NAME"): _text(h, "STATE") for h in root.iterfind("HOST")}

@@ -17,7 +17,7 @@ from lxml import etree
 from ..errors import OpenNebulaError
 from ..http import Connection
 
-__all__ = ["OneClient", "endpoint", "session"]
+__all__ = ["OneClient", "endpoint", "oned", "session"]
 
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 _URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/:\[\]]+)(?::([0-9]+))?(/.*)?")
@@ -170,3 +170,14 @@ class OneClient:
     def hostpool_info(self) -> str:
         """``one.hostpool.info``: every host with its state (for BRIDGE_LIST filtering)."""
         return self.call("one.hostpool.info")
+
+
+_client: OneClient | None = None
+
+
+def oned() -> OneClient:
+    """The process's one connection to oned."""
+    global _client
+    if _client is None:
+        _client = OneClient()
+    return _client

@@ -12,15 +12,9 @@ from functools import cache
 from ..names import clone_name, volatile_name
 from ..one.args import disk_id, int_arg, split_location
 from ..one.model import VM, Datastore, Disk, VitastorSettings, parse_datastore, parse_vm
-from ..one.xmlrpc import OneClient
+from ..one.xmlrpc import oned
 
 __all__ = ["DiskContext", "datastore", "disk_name", "load_disk", "oned"]
-
-
-@cache
-def oned() -> OneClient:
-    """The process's one connection to oned."""
-    return OneClient()
 
 
 @cache
