@@ -270,6 +270,40 @@ class Catalog:
             self.load()
         raise CompareFailed(f"could not create {name}: etcd kept changing under us")
 
+    def swap_head(self, name: str, aside: str, parent: Inode) -> Inode:
+        """In one transaction, rename the layer ``name`` to ``aside`` and create a new empty
+        ``name`` on ``parent`` (a revert): no revision of etcd lacks ``name``. Returns the new head."""
+        for _ in range(RETRIES):
+            if self.find(aside) is not None:
+                raise ImageExists(f"Vitastor image {aside} already exists")
+            head = self.get(name)
+            pool = self.pools[parent.pool_id]
+            maxid_kv = self.etcd.get(self._maxid_key(pool.id))
+            index_kv = self.etcd.get(self._index_key(name))
+            new = Inode(pool_id=pool.id, id=self._next_id(pool.id, int(maxid_kv.value) if maxid_kv else 0),
+                        name=name, size=parent.size, parent_pool=parent.pool_id, parent_id=parent.id)
+            old = replace(head, name=aside)
+            old_key, new_key = self._inode_key(head.pool_id, head.id), self._inode_key(pool.id, new.id)
+            result = self.etcd.txn(
+                compare=[cmp_version(new_key, 0), cmp_version(self._index_key(aside), 0),
+                         cmp_mod(self._maxid_key(pool.id), maxid_kv.mod_revision if maxid_kv else 0),
+                         cmp_mod(old_key, head.mod_revision),
+                         cmp_mod(self._index_key(name), index_kv.mod_revision if index_kv else 0)],
+                success=[op_put(new_key, dump_json11(new.config())),
+                         op_put(self._index_key(name), dump_json11({"id": new.id, "pool_id": pool.id})),
+                         op_put(self._maxid_key(pool.id), str(new.id)),
+                         op_put(old_key, dump_json11(old.config())),
+                         op_put(self._index_key(aside),
+                                dump_json11({"id": head.id, "pool_id": head.pool_id}))],
+            )
+            if result.succeeded:
+                self.inodes[(head.pool_id, head.id)] = replace(old, mod_revision=result.revision)
+                new = replace(new, mod_revision=result.revision)
+                self.inodes[(new.pool_id, new.id)] = new
+                return new
+            self.load()
+        raise CompareFailed(f"could not replace {name}: etcd kept changing under us")
+
     def snapshot(self, name: str, snap: str) -> Inode:
         """``vitastor-cli snap-create NAME@SNAP``: the data stays in the old inode, renamed
         ``NAME@SNAP`` and made readonly; NAME becomes a new empty child. Returns the snapshot."""

@@ -121,19 +121,20 @@ def snapshot_delete(conf: str | None, name: str, snap_id: int) -> None:
 
 
 def snapshot_revert(conf: str | None, name: str, snap_id: int) -> None:
-    """Make ``name`` a fresh child of ``name@snap_id``. The current head is renamed aside
-    (``name.revert``) and removed only once the new head exists, so an interrupted revert
-    loses nothing and a retry finishes it. An aside found while ``name`` exists is left over
-    from an earlier revert: it goes first, so ``name`` itself is still set aside and reverted."""
+    """Make ``name`` a fresh child of ``name@snap_id``. One transaction renames the current
+    head aside (``name.revert``) and creates the new one, so ``name`` exists at every etcd
+    revision; the old head is removed afterwards, and a retry finishes an interrupted revert.
+    An aside found while ``name`` exists is left over from an earlier revert: it goes first."""
     catalog = open_catalog(conf)
     snap = catalog.get(snapshot_name(name, snap_id))
     aside = f"{name}.revert"
-    if catalog.find(name) is not None:
+    if catalog.find(name) is None:  # an older, interrupted revert
+        catalog.create(name, snap.size, catalog.pools[snap.pool_id], parent=snap)
+    else:
         if catalog.find(aside) is not None:
             cli.remove(conf, aside)
             catalog.load()
-        catalog.modify(catalog.get(name), rename=aside)
-    catalog.create(name, snap.size, catalog.pools[snap.pool_id], parent=snap)
+        catalog.swap_head(name, aside, snap)
     if catalog.find(aside) is not None:
         cli.remove(conf, aside)
     log.info(f"reverted {name} to {snap.name}")
