@@ -5,6 +5,10 @@ unpacked into one site-packages (pure files are identical, extension modules car
 in their names), and the launcher refuses interpreters the build does not cover.
 
     python3 build.py [--python 3.9,3.11,3.12]
+    python3 build.py --inplace     # only the data-plane helper, into src/ (tests, development)
+
+The data-plane helper (csrc/) is a plain shared object without Python headers plus an
+out-of-line ABI-mode cffi module (pure Python), so one copy serves every target version.
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ def pinned_requirements() -> list[str]:
     return [*project["dependencies"], "pycparser==2.23"]
 
 
+def build_native(package_root: Path) -> None:
+    """``onevita/vitastor/_lib/libonevita_vitastor.so`` (gcc) and ``onevita/vitastor/_ffi.py``
+    (cffi, ABI mode: no compiler or pycparser needed at run time) under ``package_root``."""
+    from cffi import FFI
+
+    package = package_root / "onevita" / "vitastor"
+    (package / "_lib").mkdir(parents=True, exist_ok=True)
+    library = package / "_lib" / "libonevita_vitastor.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-o", str(library),
+                    str(ROOT / "csrc" / "onevita_vitastor.c"), "-ldl"], check=True)
+    ffi = FFI()
+    ffi.cdef((ROOT / "csrc" / "vitastor.cdef").read_text())
+    ffi.set_source("onevita.vitastor._ffi", None)
+    module = package / "_ffi.py"
+    ffi.emit_python_code(str(module))
+    module.write_text("# mypy: ignore-errors\n" + module.read_text())
+
+
 def build_site_packages(pythons: list[str], build: Path) -> Path:
     """Unpack the pinned wheels of every target Python, and onevita itself, into one tree."""
     site = build / "site-packages"
@@ -49,6 +71,7 @@ def build_site_packages(pythons: list[str], build: Path) -> Path:
             shutil.copytree(tmp, site, dirs_exist_ok=True)
     subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, cwd=build)
     shutil.rmtree(site / "bin", ignore_errors=True)
+    build_native(site)
     return site
 
 
@@ -95,7 +118,12 @@ def main() -> None:
     parser.add_argument("--python", default=",".join(DEFAULT_PYTHONS),
                         help="comma-separated CPython versions the zipapp must run on")
     parser.add_argument("--dist", type=Path, default=ROOT / "dist", help="output directory")
+    parser.add_argument("--inplace", action="store_true",
+                        help="only build the data-plane helper into src/ (for tests and development)")
     args = parser.parse_args()
+    if args.inplace:
+        build_native(ROOT / "src")
+        return
     pythons = sorted({*args.python.split(","), "{}.{}".format(*sys.version_info[:2])},
                      key=lambda v: tuple(map(int, v.split("."))))
     with tempfile.TemporaryDirectory(prefix="onevita-build-") as build:

@@ -116,9 +116,11 @@ def b64(text: str) -> bytes:
 
 
 def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_file: Path,
-               one_location: Path, shiv_root: Path, vitastor_cli: str) -> dict[str, str]:
-    """The environment one_tm/one_datastore would give the driver, pointed at the test world."""
-    return {
+               one_location: Path, shiv_root: Path, vitastor_cli: str,
+               libvitastor: Optional[str] = None) -> dict[str, str]:
+    """The environment one_tm/one_datastore would give the driver, pointed at the test world
+    (``libvitastor``: the libvitastor_client to load, when not the system's)."""
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
         "ONE_XMLRPC": oned.endpoint,
@@ -129,3 +131,6 @@ def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_
         "SHIV_ROOT": str(shiv_root),
         "ONEVITA_VITASTOR_CLI": vitastor_cli,
     }
+    if libvitastor:
+        env["ONEVITA_LIBVITASTOR"] = libvitastor
+    return env

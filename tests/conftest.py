@@ -21,9 +21,11 @@ from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
 from tests.sim.cluster import SimCluster
+from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the hosts behind sshd load it too)
 
 SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
 VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
+SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real libvitastor_client
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +53,19 @@ def world(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Path:
     return base
 
 
+def library(sim_library: Path) -> str | None:
+    """ONEVITA_LIBVITASTOR: the stand-in for a simulated cluster; a real one uses its own."""
+    return str(sim_library) if SIMULATED else None
+
+
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory, world: Path) -> Iterator[Sshd]:
+def sshd(tmp_path_factory: pytest.TempPathFactory, world: Path, sim_libvitastor: Path) -> Iterator[Sshd]:  # noqa: F811
     """A real sshd on loopback; node1, node2, bridge1, bridge2 and one-fe all lead to it."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(world / "shiv"),
            "ONEVITA_VITASTOR_CLI": VITASTOR_CLI}
+    lib = library(sim_libvitastor)
+    if lib:
+        env["ONEVITA_LIBVITASTOR"] = lib
     with Sshd(tmp_path_factory.mktemp("sshd"), env=env,
               aliases=("node1", "node2", "bridge1", "bridge2", "one-fe")) as server:
         yield server
@@ -82,13 +92,13 @@ def cluster(etcd: str, tmp_path: Path) -> SimCluster:
 
 @pytest.fixture(params=["ssh", "frontend"])
 def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster, sshd: Sshd,
-          world: Path, tmp_path: Path) -> Cloud:
+          world: Path, tmp_path: Path, sim_libvitastor: Path) -> Cloud:  # noqa: F811
     """The test's cloud, once with jobs over ssh on the hosts, once on the front-end."""
     auth = tmp_path / "one_auth"
     auth.write_text(oned.session + "\n")
     env = action_env(oned=oned, ssh_config=sshd.config_path, host_remotes=world / "host-remotes",
                      auth_file=auth, one_location=world / "one", shiv_root=world / "shiv",
-                     vitastor_cli=VITASTOR_CLI)
+                     vitastor_cli=VITASTOR_CLI, libvitastor=library(sim_libvitastor))
     cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param,
                   prefix=f"t{uuid.uuid4().hex[:6]}", pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
     cloud.add_datastores()

@@ -39,7 +39,7 @@ ACTIONS = {
     "datastore/snap_delete": "onevita.datastore.snap:snap_delete",
     "datastore/snap_revert": "onevita.datastore.snap:snap_revert",
     "datastore/snap_flatten": "onevita.datastore.snap:snap_flatten",
-    "datastore/cp": "onevita.unimplemented:action",
+    "datastore/cp": "onevita.datastore.image:cp",
     "datastore/mkfs": "onevita.unimplemented:action",
     "datastore/export": "onevita.unimplemented:action",
 }

@@ -7,18 +7,29 @@ finds its own earlier work done and succeeds; deleting something missing succeed
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from typing import Any
+import shutil
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any, Iterator
+
+import orjson
 
 from .. import log
-from ..errors import ImageExists
+from ..errors import BadRequest, ConfigError, ImageExists, OnevitaError
 from ..names import check_image, snapshot_name
+from ..run import CommandFailed, run
 from . import cli
 from .catalog import Catalog, Inode
 from .config import read_config
 from .etcd import Etcd
 
-__all__ = ["clone", "delete", "exists", "flatten_copy", "pool_usage", "resize",
+if TYPE_CHECKING:
+    from ..datastore.source import Reader
+
+__all__ = ["clone", "delete", "exists", "flatten_copy", "import_image", "pool_usage", "resize",
            "snapshot_create", "snapshot_delete", "snapshot_revert", "snapshot_flatten", "vm_disk_usage"]
 
 MIB = 1 << 20
@@ -220,3 +231,167 @@ def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str
         else:
             entry["disks"][disk] = size
     return result
+
+
+IMPORTING = ".importing"  # suffix of an image while import_image fills it
+CONVERTIBLE = ("qcow2", "vmdk", "vdi", "vhdx", "vpc")  # what onevita.datastore.source detects
+STAGE_CHUNK = 1 << 20
+CHECK_OK = (0, 3, 63)  # qemu-img check: clean, only leaked clusters, format without checks
+
+
+def _round_up(size: int) -> int:
+    """``size`` rounded up to Vitastor's 4 KiB, and at least 4 KiB (an image cannot be empty)."""
+    return max(-(-size // 4096) * 4096, 4096)
+
+
+def _stream_into(conf: str | None, image: str, size: int, stream: Reader) -> int:
+    """Copy ``stream`` into ``image`` (``size`` bytes): the C client reads a socket that a
+    thread fills. A socket, not a pipe: the client forks, its child inherits the writing end
+    too, and only ``shutdown`` ends the data for every holder. The data is good only if the
+    stream reached its end without an error (a checksum is checked there), so the thread's
+    error wins over a finished copy."""
+    import socket
+
+    from .client import import_fd
+
+    errors: list[BaseException] = []
+
+    def pump(out: socket.socket) -> None:
+        total = 0
+        try:
+            while True:
+                data = stream.read(STAGE_CHUNK)
+                if not data:
+                    return
+                total += len(data)
+                if total > size:
+                    raise OnevitaError(f"the image data is longer than IMAGE/SIZE ({size // MIB} MB)")
+                out.sendall(data)
+        except BaseException as e:  # noqa: B036 (re-raised by the caller's thread)
+            errors.append(e)
+        finally:
+            with contextlib.suppress(OSError):  # the reader is gone when the copy failed
+                out.shutdown(socket.SHUT_WR)
+            out.close()
+
+    reader, writer = socket.socketpair()
+    thread = threading.Thread(target=pump, args=(writer,), daemon=True)
+    thread.start()
+    try:
+        copied = import_fd(read_config(conf), reader.fileno(), image, size)
+    finally:
+        reader.close()  # a pump still sending gets EPIPE and stops
+        thread.join()
+    if errors:
+        raise errors[0]
+    return copied
+
+
+def _stage(stream: Reader, path: str) -> None:
+    """Write ``stream`` to ``path``, leaving holes for all-zero chunks."""
+    with open(path, "wb") as out:
+        while True:
+            data = stream.read(STAGE_CHUNK)
+            if not data:
+                break
+            if data.count(0) == len(data):
+                out.seek(len(data), os.SEEK_CUR)
+            else:
+                out.write(data)
+        out.truncate()
+
+
+def _other_files(info: Any, path: str) -> Iterator[str]:
+    """Files other than ``path`` that ``qemu-img info`` says the image reads: backing files,
+    external data files, VMDK extents."""
+    if isinstance(info, dict):
+        for key, value in info.items():
+            if key in ("backing-filename", "full-backing-filename", "data-file") or (
+                    key == "filename" and value != path):
+                yield str(value)
+            else:
+                yield from _other_files(value, path)
+    elif isinstance(info, list):
+        for item in info:
+            yield from _other_files(item, path)
+
+
+def _convert(stream: Reader, fmt: str, tmp: str) -> str:
+    """Stage ``stream`` (an image in ``fmt``) in ``tmp`` and convert it to a sparse raw file
+    there; return that file's path. An image referring to other files (a backing file, a data
+    file, VMDK extents) is refused: qemu-img would read them from this host's disks."""
+    staged, raw = os.path.join(tmp, f"image.{fmt}"), os.path.join(tmp, "image.raw")
+    try:
+        _stage(stream, staged)
+    except OSError as e:
+        raise OnevitaError(f"cannot write the staging file in {os.path.dirname(tmp)}: {e.strerror}") from e
+    try:
+        info = orjson.loads(run(["qemu-img", "info", "--output", "json", "-f", fmt, staged]).stdout)
+        others = sorted(set(_other_files(info, staged)))
+        if others:
+            raise OnevitaError(f"refusing the {fmt} image: it refers to other files ({', '.join(others)})")
+        # qemu-img convert reads data past the end of a truncated file as zeros: check first
+        check = run(["qemu-img", "check", "-q", "-f", fmt, staged], check=False)
+        if check.returncode not in CHECK_OK:
+            detail = (check.stderr or check.stdout).decode(errors="replace").strip()
+            raise OnevitaError(f"the {fmt} image is damaged (qemu-img check exit {check.returncode}): "
+                               f"{detail}")
+        run(["qemu-img", "convert", "-q", "-f", fmt, "-O", "raw", staged, raw])
+    except CommandFailed as e:
+        raise OnevitaError(f"cannot convert the {fmt} image to raw: {e}") from e
+    os.unlink(staged)  # frees the staging space before the copy
+    return raw
+
+
+def import_image(conf: str | None, pool: str | None, name: str, size: int, fmt: str, staging_dir: str,
+                 stream: Reader) -> int:
+    """A new image ``name`` with the data of ``stream`` (datastore/cp); returns bytes copied.
+
+    Raw data goes straight into an image of ``size`` bytes (IMAGE/SIZE, rounded up to 4 KiB;
+    longer data fails the import). Other formats are staged in ``staging_dir``, converted with
+    ``qemu-img convert -O raw`` into a sparse file there, whose size is the image's, and copied;
+    the staging files are always removed. The image is filled as ``name.importing`` and renamed
+    when complete, so ``name`` never holds partial data; a failed import removes it. OpenNebula
+    never reuses image ids, so an existing ``name`` is not this image's: ImageExists. A
+    ``name.importing`` left by an interrupted run is removed first, so a retry starts clean."""
+    catalog = open_catalog(conf)
+    if catalog.find(check_image(name)) is not None:
+        raise ImageExists(f"Vitastor image {name} already exists; OpenNebula never reuses image ids, "
+                          "so it holds other data: remove it first")
+    partial = check_image(name + IMPORTING)
+    if catalog.find(partial) is not None:
+        log.warn(f"removing {partial}, left by an interrupted import")
+        delete(conf, partial)
+        catalog.load()
+    target = catalog.pool(pool)
+    created = False
+    try:
+        if fmt == "raw":
+            if size <= 0:
+                raise BadRequest("IMAGE/SIZE is needed to import raw data")
+            catalog.create(partial, _round_up(size), target)
+            created = True
+            copied = _stream_into(conf, partial, _round_up(size), stream)
+        elif fmt in CONVERTIBLE:
+            from .client import import_file
+
+            try:
+                tmp = tempfile.mkdtemp(prefix="onevita-cp-", dir=staging_dir)
+            except OSError as e:
+                raise ConfigError(f"cannot use STAGING_DIR {staging_dir}: {e.strerror}") from e
+            try:
+                raw = _convert(stream, fmt, tmp)
+                catalog.create(partial, _round_up(os.path.getsize(raw)), target)
+                created = True
+                copied = import_file(read_config(conf), raw, partial)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise BadRequest(f"unsupported image format {fmt!r}")
+        catalog.modify(catalog.get(partial), rename=name)
+    except BaseException:
+        if created:
+            delete(conf, partial)
+        raise
+    log.info(f"imported {copied} bytes of {fmt} data into {name} in pool {target.name}")
+    return copied
