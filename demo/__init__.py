@@ -62,8 +62,9 @@ def ensure_built() -> Path:
 class World:
     """etcd, sshd, the oned stand-in and a monitord socket in a temporary directory."""
 
-    def __init__(self, keep: bool = False) -> None:
+    def __init__(self, keep: bool = False, libvitastor: Optional[str] = None) -> None:
         self.keep = keep
+        self.libvitastor = libvitastor  # ONEVITA_LIBVITASTOR for the actions and the hosts, if set
         self.base = Path(tempfile.mkdtemp(prefix="onevita-demo-"))
         self._stack = ExitStack()
         self.monitord = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -92,6 +93,8 @@ class World:
         self.etcd = self._stack.enter_context(EtcdServer(self.base / "etcd"))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(self.base / "shiv"),
                "ONEVITA_VITASTOR_CLI": SIM_CLI}
+        if self.libvitastor:
+            env["ONEVITA_LIBVITASTOR"] = self.libvitastor
         self.sshd = self._stack.enter_context(Sshd(self.base / "sshd", env=env, aliases=HOSTS))
         self.oned = self._stack.enter_context(OnedStandIn())
         auth = self.base / "one_auth"
@@ -99,7 +102,7 @@ class World:
         self.env = action_env(oned=self.oned, ssh_config=self.sshd.config_path,
                               host_remotes=self.base / "host-remotes", auth_file=auth,
                               one_location=self.base / "one", shiv_root=self.base / "shiv",
-                              vitastor_cli=SIM_CLI)
+                              vitastor_cli=SIM_CLI, libvitastor=self.libvitastor)
         # the first run of a build extracts the zipapp into shiv's cache, once per machine
         subprocess.run([str(remotes / "onevita" / "onevita"), "noop"], env=self.env, check=True)
 

@@ -49,11 +49,11 @@ class TestRemotesTree:
 
     def test_a_copied_action_runs_like_the_link(self, built: Path, tmp_path: Path) -> None:
         subprocess.run(["rsync", "-aL", f"{built}/", str(tmp_path / "copy")], check=True)
-        copy = tmp_path / "copy/tm/vitastor/mkimage"
+        copy = tmp_path / "copy/tm/vitastor/mvds"
         assert not copy.is_symlink()
-        proc = subprocess.run([str(copy), "1", "raw", "h:/p/disk.0", "1", "1"], capture_output=True, text=True)
+        proc = subprocess.run([str(copy), "h:/p/disk.0", "one-1", "x", "1"], capture_output=True, text=True)
         assert proc.returncode == 1
-        assert proc.stderr.splitlines()[-1] == "tm/mkimage is not implemented yet by onevita"
+        assert proc.stderr.splitlines()[-1] == "VMID must be an integer, got 'x'"
 
 
 class TestLauncher:

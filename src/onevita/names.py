@@ -13,13 +13,14 @@ import re
 
 from .errors import BadName
 
-__all__ = ["check_host", "check_image", "check_pool", "check_prefix", "clone_name", "image_name",
-           "snapshot_name", "volatile_name", "checkpoint_name"]
+__all__ = ["check_conf", "check_host", "check_image", "check_pool", "check_prefix", "clone_name",
+           "image_name", "snapshot_name", "volatile_name", "checkpoint_name"]
 
 _IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+)?")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _POOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]")
+_CONF = re.compile(r"(/[A-Za-z0-9_.+-]{1,255}){1,32}")
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -46,6 +47,13 @@ def check_pool(pool: str) -> str:
 def check_host(host: str) -> str:
     """A host name or address as OpenNebula passes it (never starting with ``-``)."""
     return _check(_HOST, host, "host name")
+
+
+def check_conf(path: str) -> str:
+    """A vitastor.conf path: absolute, plain characters, no ``.`` or ``..`` component."""
+    if not _CONF.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise BadName(f"invalid VITASTOR_CONF path {path!r}")
+    return path
 
 
 def image_name(prefix: str, image_id: int) -> str:

@@ -1,12 +1,6 @@
-"""datastore/rm, clone and stat through their dist/remotes links, in both job modes."""
+"""datastore/rm and clone through their dist/remotes links, in both job modes."""
 
 from __future__ import annotations
-
-import http.server
-import subprocess
-import threading
-from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -114,15 +108,51 @@ class TestClone:
         assert catalog(cloud).inodes == before
         assert cloud.cluster.read(new, 0, 8192) == A
 
-    def test_clone_finishes_an_interrupted_copy(self, cloud: Cloud) -> None:
-        """A child of the source left by a run stopped before flatten is flattened, not duplicated."""
+    def test_clone_restarts_an_interrupted_copy(self, cloud: Cloud) -> None:
+        """A half-written ``<name>.importing`` left by a run stopped mid-copy is removed and the
+        copy made again; ``<name>`` never held partial data."""
         src, new = f"{cloud.prefix}-5", f"{cloud.prefix}-9"
         make_image(cloud, src, data=A)
-        make_image(cloud, new, parent=src)
-        cloud.ok("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False))
+        make_image(cloud, f"{new}.importing", data=B, offset=16384)
+        result = cloud.ok("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False))
+        assert f"removing {new}.importing, left by an interrupted copy" in result.stderr
         assert catalog(cloud).get(new).parent_id == 0
-        assert cloud.cluster.read(new, 0, 8192) == A
+        assert cloud.cluster.read(new, 0, 5 * 4096) == A + bytes(3 * 4096)
         assert names(cloud) == {src, new}
+
+    def test_copy_reads_nothing_through_the_source(self, cloud: Cloud) -> None:
+        """Sparse data across a two-layer chain: the copy has the same bytes, no parent, only
+        the granules holding data allocated, and keeps them when the source is removed."""
+        src, new = f"{cloud.prefix}-5", f"{cloud.prefix}-9"
+        chunk = b"".join(bytes([i]) * 4096 for i in range(1, 9))
+        make_image(cloud, src, size_mb=16, data=chunk)
+        cloud.cluster.write(src, 15 * MIB, chunk)
+        snapshot(cloud, src, 0)
+        cloud.cluster.write(src, 7 * MIB + 4096, chunk)
+        cloud.cluster.write(src, 0, bytes(4096))  # zeros over the snapshot's first granule
+        expected = cloud.cluster.read(src, 0, 16 * MIB)
+        cloud.ok("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False))
+        copy = catalog(cloud).get(new)
+        assert (copy.parent_id, copy.parent_pool, copy.size) == (0, 0, 16 * MIB)
+        assert cloud.cluster.read(new, 0, 16 * MIB) == expected
+        if cloud.cluster.simulated:
+            assert cloud.cluster.allocated(new) == 3 * len(chunk) - 4096
+        cloud.ok("datastore/rm", "5", stdin=image_data(cloud, 5, source=src))
+        assert names(cloud) == {new}
+        assert cloud.cluster.read(new, 0, 16 * MIB) == expected
+
+    def test_failed_copy_leaves_nothing(self, cloud: Cloud) -> None:
+        """The copy fails after ``<name>.importing`` was created (no libvitastor_client; only the
+        front-end's environment can be changed here): no ``<name>``, no ``.importing``."""
+        if cloud.mode != "frontend":
+            pytest.skip("the hosts' environment is the session sshd's")
+        src = f"{cloud.prefix}-5"
+        make_image(cloud, src, data=A)
+        result = cloud.run("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False),
+                           env={"ONEVITA_LIBVITASTOR": "/nonexistent/libvitastor_client.so"})
+        assert (result.rc, result.stdout) == (1, "")
+        assert result.reason == "ONEVITA_LIBVITASTOR=/nonexistent/libvitastor_client.so: no such file"
+        assert names(cloud) == {src}
 
     def test_clone_onto_a_foreign_image_fails(self, cloud: Cloud) -> None:
         src, new = f"{cloud.prefix}-5", f"{cloud.prefix}-9"
@@ -138,79 +168,3 @@ class TestClone:
         result = cloud.run("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False))
         assert (result.rc, result.stdout, result.reason) == (1, "", f"Vitastor image {src} does not exist")
         assert names(cloud) == set()
-
-
-# stat -----------------------------------------------------------------------------------------
-def qemu_img(*args: str) -> None:
-    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
-
-
-class _Head(http.server.BaseHTTPRequestHandler):
-    """Answers HEAD /<n> with Content-Length n, HEAD /none without one."""
-
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
-        self.send_response(200)
-        if self.path != "/none":
-            self.send_header("Content-Length", self.path.strip("/"))
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def http_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Head)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-class TestStat:
-    def stat(self, cloud: Cloud, path: str) -> str:
-        result = cloud.ok("datastore/stat", "3", stdin=image_data(cloud, -1, path=path, persistent=False))
-        return result.stdout
-
-    def test_raw_file(self, cloud: Cloud, tmp_path: Path) -> None:
-        qemu_img("create", "-f", "raw", str(tmp_path / "disk.raw"), "10M")
-        assert self.stat(cloud, str(tmp_path / "disk.raw")) == "10\n"
-
-    def test_size_is_rounded_up_to_whole_mb(self, cloud: Cloud, tmp_path: Path) -> None:
-        qemu_img("create", "-f", "raw", str(tmp_path / "disk.raw"), "1537K")
-        assert self.stat(cloud, str(tmp_path / "disk.raw")) == "2\n"
-
-    def test_qcow2_file_reports_its_virtual_size(self, cloud: Cloud, tmp_path: Path) -> None:
-        raw, qcow2 = tmp_path / "disk.raw", tmp_path / "disk.qcow2"
-        qemu_img("create", "-f", "raw", str(raw), "300M")
-        qemu_img("convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2))
-        assert qcow2.stat().st_size < MIB  # the file is small; its virtual size is not
-        assert self.stat(cloud, str(qcow2)) == "300\n"
-
-    def test_http_url_content_length(self, cloud: Cloud, http_url: str) -> None:
-        assert self.stat(cloud, f"{http_url}/{5 * MIB + 1}") == "6\n"
-        assert self.stat(cloud, f"{http_url}/{7 * MIB}") == "7\n"
-
-    def test_http_url_without_content_length_fails(self, cloud: Cloud, http_url: str) -> None:
-        result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=f"{http_url}/none"))
-        assert (result.rc, result.reason) == (1, f"{http_url}/none does not report its size (no Content-Length)")
-
-    @pytest.mark.parametrize("path", ["ftp://example.com/disk.img", "disk.img", "vitastor://bridge1/one-5"])
-    def test_unsupported_path(self, cloud: Cloud, path: str) -> None:
-        result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=path))
-        assert (result.rc, result.stdout, result.reason) == (1, "", f"unsupported image PATH {path!r}")
-        assert result.errors
-
-    def test_missing_file(self, cloud: Cloud, tmp_path: Path) -> None:
-        path = str(tmp_path / "nothing.img")
-        result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=path))
-        assert result.rc == 1
-        assert result.reason.startswith(f"cannot read image {path}: ")
-
-    def test_no_path(self, cloud: Cloud) -> None:
-        result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=""))
-        assert (result.rc, result.reason) == (1, "stat needs IMAGE/PATH")

@@ -1,20 +1,15 @@
-"""Datastore actions on whole images: cp, rm, stat, clone."""
+"""Datastore actions on whole images: cp, rm, clone (stat: ``stat.py``)."""
 
 from __future__ import annotations
 
-import math
 import sys
-import urllib.request
-
-import orjson
 
 from .. import log
 from ..cluster import run_job
-from ..errors import BadRequest, OnevitaError
+from ..errors import BadRequest
 from ..names import check_image, image_name
 from ..one.args import int_arg
-from ..one.model import YES, parse_action_data
-from ..run import run
+from ..one.model import YES
 from .common import read_action
 
 MIB = 1 << 20
@@ -60,46 +55,10 @@ def rm(image_id: str) -> None:
 
 def clone(image_id: str) -> None:
     """``clone IMAGE_ID``: a new image ``<prefix>-<id>`` with the data of IMAGE/PATH (the source
-    image's SOURCE) and no parent; prints ``<SOURCE> raw``."""
+    image's SOURCE) and no parent, copied through libvitastor_client; prints ``<SOURCE> raw``."""
     action = read_action(image_id)
     name = image_name(action.settings.prefix, int_arg(image_id, "IMAGE_ID"))
     source = check_image(action.image.path)
-    run_job(action.host, "flatten_copy", conf=action.settings.conf, pool=action.settings.pool,
+    run_job(action.host, "copy_to_new", conf=action.settings.conf, pool=action.settings.pool,
             source=source, name=name)
     sys.stdout.write(f"{name} raw\n")
-
-
-def _url_size(url: str) -> int:
-    request = urllib.request.Request(url, method="HEAD")  # noqa: S310 (http/https only, checked)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as reply:  # noqa: S310
-            length = reply.headers.get("Content-Length")
-    except OSError as e:
-        raise OnevitaError(f"cannot reach {url}: {e}") from e
-    if length is None or not length.isdigit():
-        raise OnevitaError(f"{url} does not report its size (no Content-Length)")
-    return int(length)
-
-
-def _file_size(path: str) -> int:
-    proc = run(["qemu-img", "info", "--output", "json", path], check=False)
-    if proc.returncode != 0:
-        raise OnevitaError(f"cannot read image {path}: {proc.stderr.decode(errors='replace').strip()}")
-    return int(orjson.loads(proc.stdout)["virtual-size"])
-
-
-def stat(request_id: str) -> None:
-    """``stat REQUEST_ID``: print the size in MB of IMAGE/PATH (oned calls it before ``cp``):
-    a local file's virtual size (qcow2 and other formats through qemu-img), or an http(s)
-    URL's Content-Length."""
-    data = parse_action_data(sys.stdin.buffer.read())
-    if data.image is None or not data.image.path:
-        raise BadRequest("stat needs IMAGE/PATH")
-    path = data.image.path
-    if path.startswith(("http://", "https://")):
-        size = _url_size(path)
-    elif path.startswith("/"):
-        size = _file_size(path)
-    else:
-        raise BadRequest(f"unsupported image PATH {path!r}")
-    sys.stdout.write(f"{math.ceil(size / MIB)}\n")
