@@ -32,7 +32,7 @@ from .run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
 if TYPE_CHECKING:
     from .datastore.source import Reader
 
-__all__ = ["JOBS", "FramedReader", "StreamEnded", "bridge", "host_job", "job_host", "run_job"]
+__all__ = ["JOBS", "FramedReader", "StreamEnded", "bridge", "host_job", "job_host", "pass_logs", "run_job"]
 
 JOBS = {
     "clone": "onevita.vitastor.jobs:clone",
@@ -42,7 +42,6 @@ JOBS = {
     "snapshot_delete": "onevita.vitastor.jobs:snapshot_delete",
     "snapshot_revert": "onevita.vitastor.jobs:snapshot_revert",
     "snapshot_flatten": "onevita.vitastor.jobs:snapshot_flatten",
-    "flatten_copy": "onevita.vitastor.jobs:flatten_copy",
     "copy_to_new": "onevita.vitastor.copy_jobs:copy_to_new",
     "copy_into": "onevita.vitastor.copy_jobs:copy_into",
     "md5": "onevita.vitastor.copy_jobs:md5",
@@ -172,12 +171,12 @@ def run_job(host: str | None, job: str, *, stream: Reader | None = None, **param
     request = orjson.dumps({"job": job, "params": params, "stream": True})
     returncode, stdout, stderr, failure = _run_streaming(argv, request, stream)
     if failure is not None:
-        _pass_logs(stderr)
+        pass_logs(stderr)
         raise failure
     return _result(host, job, returncode, stdout, stderr)
 
 
-def _pass_logs(stderr: bytes) -> list[str]:
+def pass_logs(stderr: bytes) -> list[str]:
     """Write the host's log lines to our stderr (oned.log); return the other lines."""
     reason = []
     for line in stderr.splitlines():
@@ -191,7 +190,7 @@ def _pass_logs(stderr: bytes) -> list[str]:
 
 def _result(host: str, job: str, returncode: int, stdout: bytes, stderr: bytes) -> Any:
     """The job's result from a host's reply, its log lines passed on; its error raised."""
-    reason = _pass_logs(stderr)
+    reason = pass_logs(stderr)
     reply = _reply(stdout)
     if reply is None:
         detail = " ".join(reason)

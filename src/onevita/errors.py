@@ -17,7 +17,6 @@ __all__ = [
     "EtcdError",
     "ImageExists",
     "ImageNotFound",
-    "NotImplementedAction",
     "OnevitaError",
     "OpenNebulaError",
     "PoolNotFound",
@@ -83,9 +82,6 @@ class ShrinkRefused(OnevitaError):
 class RemoteError(OnevitaError):
     """Running onevita on a host over ssh failed before it could report an error itself."""
 
-
-class NotImplementedAction(OnevitaError):
-    """The action exists in OpenNebula's contract but onevita does not implement it yet."""
 
 
 def by_kind(kind: str) -> type[OnevitaError]:

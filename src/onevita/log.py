@@ -49,8 +49,3 @@ def reason(message: str) -> None:
     text = " ".join(line.strip() for line in message.splitlines() if line.strip())
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
-
-
-def current_action() -> str:
-    """The action name set by ``set_action``."""
-    return _action

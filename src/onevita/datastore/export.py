@@ -9,7 +9,7 @@ import urllib.parse
 
 import orjson
 
-from ..cluster import _pass_logs, bridge, run_job
+from ..cluster import bridge, pass_logs, run_job
 from ..errors import BadRequest, OnevitaError, RemoteError
 from ..names import check_conf, check_host, check_image
 from ..run import CommandFailed, scripts_remote_dir, ssh_argv, ssh_failure
@@ -80,7 +80,7 @@ def download(url: str) -> None:
     except FileNotFoundError as e:
         raise CommandFailed(f"{argv[0]}: command not found") from e
     _, stderr = proc.communicate(orjson.dumps({"conf": conf, "name": name}))
-    reason = _pass_logs(stderr)
+    reason = pass_logs(stderr)
     if proc.returncode == 0:
         return
     if proc.returncode == 1 and reason:

@@ -29,7 +29,7 @@ from .etcd import Etcd
 if TYPE_CHECKING:
     from ..datastore.source import Reader
 
-__all__ = ["clone", "delete", "exists", "flatten_copy", "import_image", "pool_usage", "resize",
+__all__ = ["clone", "delete", "exists", "import_image", "pool_usage", "resize",
            "snapshot_create", "snapshot_delete", "snapshot_revert", "snapshot_flatten", "vm_disk_usage"]
 
 MIB = 1 << 20
@@ -170,31 +170,6 @@ def snapshot_flatten(conf: str | None, name: str, snap_id: int) -> None:
         if layer.name != name:
             cli.remove(conf, layer.name)
     log.info(f"flattened {name} from snapshot {snap_id}")
-
-
-COPY_OF = "onevita_copy_of"  # meta key naming the image a flatten_copy was made from
-
-
-def flatten_copy(conf: str | None, pool: str | None, source: str, name: str) -> None:
-    """A new image ``name`` with the data of ``source`` and no parent (bash: create --parent +
-    flatten). The copy is created with ``meta`` naming ``source`` (flatten keeps it), so a
-    retry finds a finished copy and succeeds; a leftover child of ``source`` from an
-    interrupted run is finished, not duplicated. Any other image called ``name``: ImageExists."""
-    catalog = open_catalog(conf)
-    base = catalog.get(check_image(source))
-    copy = catalog.find(check_image(name))
-    if copy is None:
-        target_pool = catalog.pool(pool, default=catalog.pools.get(base.pool_id))
-        copy = catalog.create(name, base.size, target_pool, parent=base, meta={COPY_OF: source})
-        log.info(f"created {name} ({base.size // MIB} MiB) on {source} in pool {target_pool.name}")
-    elif (copy.meta or {}).get(COPY_OF) != source and base.num not in {
-            a.num for a in catalog.ancestors(copy)}:
-        raise ImageExists(f"Vitastor image {name} already exists and is not a copy of {source}")
-    if copy.parent_id:
-        cli.flatten(conf, name)
-        log.info(f"copied {source} to {name}")
-    else:
-        log.info(f"{name} is already a copy of {source}")
 
 
 def pool_usage(conf: str | None, pool: str | None) -> dict[str, float]:
