@@ -7,6 +7,7 @@ import bz2
 import gzip
 import hashlib
 import http.server
+import json
 import lzma
 import os
 import subprocess
@@ -217,6 +218,42 @@ class TestConverted:
             assert staging_files(small) == []
         finally:
             subprocess.run(["umount", str(small)], check=True)
+
+
+class TestStagingAndFailures:
+    def test_raw_larger_than_the_staging_space_imports(self, cloud: Cloud, tmp_path: Path) -> None:
+        """Raw data is never staged: a 3 MiB image imports with a 1 MiB STAGING_DIR."""
+        small = tmp_path / "small"
+        small.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                          capture_output=True, check=False).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        try:
+            data = os.urandom(3 * MIB)
+            (tmp_path / "disk.raw").write_bytes(data)
+            rc, out, reason = cp(cloud, str(tmp_path / "disk.raw"), size_mb=3, STAGING_DIR=str(small))
+            assert (rc, out, reason) == (0, f"{cloud.prefix}-7 raw\n", "")
+            assert cloud.cluster.read(f"{cloud.prefix}-7", 0, 3 * MIB) == data
+            assert staging_files(small) == []
+        finally:
+            subprocess.run(["umount", str(small)], check=True)
+
+    def test_cluster_gone_mid_copy_leaves_no_image(self, cloud: Cloud, tmp_path: Path) -> None:
+        """Writes start failing with EIO after 1 MiB (the simulated library's fault injection,
+        an OSD going away): the action fails clearly and removes the half-written image."""
+        if not cloud.cluster.simulated:
+            pytest.skip("fault injection needs the simulated cluster")
+        conf = json.loads(cloud.cluster.config_path.read_text())
+        (tmp_path / "disk.raw").write_bytes(os.urandom(4 * MIB))
+        cloud.cluster.config_path.write_text(json.dumps({**conf, "sim_fail_writes_after": MIB}))
+        try:
+            rc, out, reason = cp(cloud, str(tmp_path / "disk.raw"))
+        finally:
+            cloud.cluster.config_path.write_text(json.dumps(conf))
+        assert (rc, out) == (1, "")
+        assert reason == (f"import into {cloud.prefix}-7.importing failed: writing the image at offset 1048576: "
+                          "Input/output error")
+        assert names(cloud) == set()
 
 
 class TestRestricted:

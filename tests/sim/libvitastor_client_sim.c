@@ -795,6 +795,8 @@ struct vitastor_c {
     jval *global_config;      /* <prefix>/config/global */
     uint64_t refresh_ms;      /* metadata older than this is re-read before use */
     uint64_t loaded_at;       /* now_ms() of the last successful load */
+    uint64_t fail_after;      /* sim_fail_writes_after: bytes written before writes fail, 0 = never */
+    uint64_t written;         /* bytes written through this client */
     inode_cfg *inodes;
     size_t n_inodes;
     pool_cfg *pools;
@@ -1211,6 +1213,8 @@ static vitastor_c *client_create(const char **options, int options_len)
     const char *data_dir = json_str(conf_get(cli, "sim_data_dir"));
     cli->data_dir = data_dir ? strdup(data_dir) : NULL;
     cli->refresh_ms = json_u64(conf_get(cli, "sim_meta_refresh_ms"), DEFAULT_REFRESH_MS);
+    /* fault injection: the cluster "goes away" (EIO) after this many bytes were written */
+    cli->fail_after = json_u64(conf_get(cli, "sim_fail_writes_after"), 0);
     char err[512] = "";
     for (int attempt = 0;; attempt++) {
         if (!load_metadata(cli, err, sizeof(err)))
@@ -1556,6 +1560,11 @@ EXPORT void vitastor_c_write(vitastor_c *client, uint64_t inode, uint64_t offset
         cb(opaque, -EINVAL);
         return;
     }
+    if (client->fail_after && client->written + len > client->fail_after) {
+        cb(opaque, -EIO);
+        return;
+    }
+    client->written += len;
     int fd = layer_open(client, INODE_POOL(inode), INODE_LOCAL(inode), O_WRONLY | O_CREAT);
     if (fd < 0) {
         cb(opaque, fd);
