@@ -758,6 +758,18 @@ static uint64_t max_u64(uint64_t a, uint64_t b)
     return a > b ? a : b;
 }
 
+/* The fields every copy direction sets the same way. */
+static void copy_init(struct copy *cp, ov_client *client, int flags, ov_progress_fn *progress, void *opaque,
+                      char *err, size_t err_size)
+{
+    cp->c = client;
+    cp->err = err;
+    cp->err_size = err_size;
+    cp->progress = progress;
+    cp->opaque = opaque;
+    cp->write_zeroes = flags & OV_WRITE_ZEROES;
+}
+
 int64_t ov_copy_fd_to_image(ov_client *client, int fd, uint64_t size, ov_image *dst, int queue_depth,
                             int flags, ov_progress_fn *progress, void *opaque, char *err, size_t err_size)
 {
@@ -765,18 +777,13 @@ int64_t ov_copy_fd_to_image(ov_client *client, int fd, uint64_t size, ov_image *
     struct stat st;
     int rc;
 
-    cp.c = client;
-    cp.err = err;
-    cp.err_size = err_size;
-    cp.progress = progress;
-    cp.opaque = opaque;
+    copy_init(&cp, client, flags, progress, opaque, err, err_size);
     cp.src_fd = fd;
     cp.dst = dst;
     cp.dst_kind = DST_IMAGE;
     cp.total = size;
     cp.block = dst->block_size;
     cp.unit = max_u64(dst->granularity, SECTOR);
-    cp.write_zeroes = flags & OV_WRITE_ZEROES;
     if (fstat(fd, &st) < 0)
         return fail(err, err_size, errno, "cannot stat the input: %s", strerror(errno));
     cp.src_kind = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ? SRC_FILE : SRC_STREAM;
@@ -792,18 +799,13 @@ int64_t ov_copy_image_to_fd(ov_client *client, ov_image *src, uint64_t size, int
     struct copy cp = { 0 };
     struct stat st;
 
-    cp.c = client;
-    cp.err = err;
-    cp.err_size = err_size;
-    cp.progress = progress;
-    cp.opaque = opaque;
+    copy_init(&cp, client, flags, progress, opaque, err, err_size);
     cp.src = src;
     cp.src_kind = SRC_IMAGE;
     cp.dst_fd = fd;
     cp.total = size;
     cp.block = src->block_size;
     cp.unit = max_u64(src->granularity, SECTOR);
-    cp.write_zeroes = flags & OV_WRITE_ZEROES;
     if (size > src->size)
         return fail(err, err_size, EINVAL, "Vitastor image %s has only %llu bytes", src->name,
                     (unsigned long long)src->size);
@@ -830,11 +832,7 @@ int64_t ov_copy_image_to_image(ov_client *client, ov_image *src, ov_image *dst, 
     struct copy cp = { 0 };
     int rc;
 
-    cp.c = client;
-    cp.err = err;
-    cp.err_size = err_size;
-    cp.progress = progress;
-    cp.opaque = opaque;
+    copy_init(&cp, client, flags, progress, opaque, err, err_size);
     cp.src = src;
     cp.src_kind = SRC_IMAGE;
     cp.dst = dst;
@@ -842,7 +840,6 @@ int64_t ov_copy_image_to_image(ov_client *client, ov_image *src, ov_image *dst, 
     cp.total = src->size;
     cp.block = src->block_size;
     cp.unit = max_u64(max_u64(src->granularity, dst->granularity), SECTOR);
-    cp.write_zeroes = flags & OV_WRITE_ZEROES;
     if (src->num == dst->num)
         return fail(err, err_size, EINVAL, "cannot copy Vitastor image %s onto itself", src->name);
     if ((rc = check_target(&cp, dst)) < 0)
