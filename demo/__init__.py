@@ -31,6 +31,7 @@ from tests.harness import documents as docs  # noqa: E402
 from tests.harness.etcd_server import EtcdServer  # noqa: E402
 from tests.harness.oned import OnedStandIn  # noqa: E402
 from tests.harness.sshd import Sshd  # noqa: E402
+from tests.sim.build_sim_lib import build as build_sim_library  # noqa: E402
 from tests.sim.cluster import SIM_CLI, SimCluster  # noqa: E402
 
 __all__ = ["MODES", "VM_ID", "Lifecycle", "StepFailed", "World"]
@@ -64,7 +65,7 @@ class World:
 
     def __init__(self, keep: bool = False, libvitastor: Optional[str] = None) -> None:
         self.keep = keep
-        self.libvitastor = libvitastor  # ONEVITA_LIBVITASTOR for the actions and the hosts, if set
+        self.libvitastor = libvitastor  # ONEVITA_LIBVITASTOR; default: the simulated library
         self.base = Path(tempfile.mkdtemp(prefix="onevita-demo-"))
         self._stack = ExitStack()
         self.monitord = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -90,6 +91,8 @@ class World:
         (self.base / "one" / "etc" / "monitord.conf").write_text(
             f'NETWORK = [\n    ADDRESS = "127.0.0.1",\n    PORT = {self.monitord.getsockname()[1]},\n'
             '    MONITOR_ADDRESS = "auto"\n]\n')
+        if self.libvitastor is None:
+            self.libvitastor = str(build_sim_library(self.base / "lib"))
         self.etcd = self._stack.enter_context(EtcdServer(self.base / "etcd"))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(self.base / "shiv"),
                "ONEVITA_VITASTOR_CLI": SIM_CLI}
@@ -129,8 +132,10 @@ class World:
 
 @dataclass
 class Lifecycle:
-    """VM 12 with disk 0, a clone of image one-5, and disk 1, the persistent image one-7, from
-    clone to delete. ``show`` sees every step; a failed step raises StepFailed."""
+    """Image one-5 registered from a file (datastore/cp), one-7 an empty ext4 datablock
+    (datastore/mkfs); VM 12 with disk 0, a clone of one-5, disk 1, the persistent one-7, and
+    disk 2, a volatile ext4 disk (tm/mkimage), from clone to delete. ``show`` sees every step;
+    a failed step raises StepFailed."""
 
     world: World
     cloud: Cloud
@@ -160,17 +165,29 @@ class Lifecycle:
 
     def add_vm(self, host: str) -> None:
         disks = [docs.image_disk(0, 5, source="one-5", clone=True, size_mb=128),
-                 docs.image_disk(1, 7, source="one-7", clone=False, persistent=True, size_mb=64)]
+                 docs.image_disk(1, 7, source="one-7", clone=False, persistent=True, size_mb=64),
+                 docs.volatile_disk(2, size_mb=64, fs="ext4")]
         self.cloud.add_vm(VM_ID, disks, host=host)
 
+    def register_images(self) -> None:
+        """``oneimage create``: one-5 from a sparse 64 MiB raw file (stat, then cp), one-7 an
+        empty ext4 datablock (mkfs)."""
+        upload = self.root / "one-5.raw"
+        upload.parent.mkdir(parents=True, exist_ok=True)
+        with open(upload, "wb") as f:
+            f.truncate(64 * MIB)
+            f.write(BASE)
+        image = docs.image_xml(5, name="one-5", source="", size_mb=64, ds_id=IMAGE_DS, persistent=False,
+                               path=str(upload))
+        stat = self.step("datastore/stat", "datastore/stat", "0", stdin=self.cloud.action_data(image=image))
+        self.note(f"stat says {stat.stdout.strip()} MB")
+        self.step("datastore/cp", "datastore/cp", "5", stdin=self.cloud.action_data(image=image))
+        datablock = docs.image_xml(7, name="one-7", source="", size_mb=64, ds_id=IMAGE_DS, persistent=True,
+                                   fs="ext4")
+        self.step("datastore/mkfs", "datastore/mkfs", "7", stdin=self.cloud.action_data(image=datablock))
+
     def prepare(self) -> None:
-        """The images as oneimage create left them, and the VM directory deploy made on node1."""
-        catalog = self.cloud.cluster.catalog()
-        pool = catalog.pool(self.cloud.pool)
-        catalog.create("one-5", 64 * MIB, pool)
-        catalog.create("one-7", 64 * MIB, pool)
-        self.cloud.cluster.write("one-5", 0, BASE)
-        self.cloud.cluster.write("one-7", 0, b"persistent".ljust(4096, b"."))
+        """The VM directory deploy made on node1."""
         vm_dir = Path(self.location("node1")) / str(SYSTEM_DS) / str(VM_ID)
         vm_dir.mkdir(parents=True)
         (vm_dir / "deployment.0").write_text(f"<domain type='kvm'><name>one-{VM_ID}</name></domain>\n")
@@ -181,9 +198,13 @@ class Lifecycle:
 
     def run(self) -> None:
         vm, ids, sysds = str(VM_ID), str(IMAGE_DS), str(SYSTEM_DS)
+        self.register_images()
         self.prepare()
         self.step("tm/clone", "tm/clone", "one-fe:one-5", self.disk("node1", 0), vm, ids)
         self.step("tm/ln", "tm/ln", "one-fe:one-7", self.disk("node1", 1), vm, ids)
+        self.step("tm/mkimage", "tm/mkimage", "64", "raw", self.disk("node1", 2), vm, sysds)
+        magic = self.cloud.cluster.read(f"one-sys-{VM_ID}-2", 1024, 4096)[56:58]
+        self.note(f"volatile disk 2 has an ext4 superblock: magic {magic.hex()} (53ef)")
         self.cloud.cluster.stats()
         self.step("datastore/monitor", "datastore/monitor", ids, stdin=self.cloud.action_data())
         self.step("tm/snap_create 0", "tm/snap_create", self.disk("node1", 0), "0", vm, ids)
@@ -213,6 +234,7 @@ class Lifecycle:
         self.add_vm("node2")
         self.step("tm/mvds disk 1", "tm/mvds", self.disk("node2", 1), "one-7", vm, ids)
         self.step("tm/delete disk 0", "tm/delete", self.disk("node2", 0), vm, ids)
+        self.step("tm/delete disk 2", "tm/delete", self.disk("node2", 2), vm, sysds)
         self.step("tm/delete VM dir", "tm/delete", self.vm_dir("node2"), vm, sysds)
         if moved.exists():
             raise AssertionError(f"{moved} is still there after tm/delete")
