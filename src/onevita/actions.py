@@ -11,7 +11,7 @@ from __future__ import annotations
 __all__ = ["ACTIONS", "ADMIN", "DRIVER_DIRS"]
 
 # family → directory under OpenNebula's remotes
-DRIVER_DIRS = {"tm": "tm/vitastor", "datastore": "datastore/vitastor"}
+DRIVER_DIRS = {"tm": "tm/vitastor", "datastore": "datastore/vitastor", "vmm": "vmm/kvm"}
 
 ACTIONS = {
     "tm/clone": "onevita.tm.disk:clone",
@@ -42,6 +42,7 @@ ACTIONS = {
     "datastore/cp": "onevita.datastore.image:cp",
     "datastore/mkfs": "onevita.datastore.mkfs:mkfs",
     "datastore/export": "onevita.datastore.export:export",
+    "vmm/deploy.vitastor": "onevita.vmm.deploy:deploy",
 }
 
 ADMIN = {

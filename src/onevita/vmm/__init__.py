@@ -1,0 +1,1 @@
+"""VMM (kvm) local-action overrides: the libvirt side of Vitastor disks."""

@@ -1,0 +1,160 @@
+"""``vmm/kvm/deploy.vitastor``: the kvm deploy action, run on the front-end (``-l deploy=deploy.vitastor``).
+
+one_vmm_exec runs it with ``'<FE vms dir>/deployment.N' HOST VMID HOST`` and the libvirt domain
+XML base64-encoded on stdin. Every ``<disk>`` backed by a Vitastor disk of the VM (matched by the
+``disk.N`` suffix of its ``source/@file``) becomes a ``type='network'`` disk with
+``<source protocol='vitastor' name='IMAGE'>`` and, when the disk's datastore sets VITASTOR_CONF,
+``<config file='VITASTOR_CONF'/>`` (the attribute libvirt's Vitastor patch reads); everything else
+in the document stays as it was. The plain XML then goes to the host's stock ``vmm/kvm/deploy``
+at the system datastore path ``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>/deployment.N``, where its
+vm.xml / TPM / vGPU lookups expect it, and its last output line (the domain UUID) is printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import sys
+
+from lxml import etree
+
+from ..errors import BadRequest
+from ..names import check_conf
+from ..one.args import int_arg
+from ..one.model import VM, parse_vm
+from ..run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
+from ..tm.common import datastore, disk_name, oned
+
+__all__ = ["deploy", "rewrite"]
+
+DEFAULT_DATASTORE_LOCATION = "/var/lib/one//datastores"
+_DISK_FILE = re.compile(r"(?P<sysdir>.*)/disk\.(?P<id>[0-9]+)")
+_DEPLOYMENT = re.compile(r"deployment\.[0-9]+")
+_PATH = re.compile(r"(/[A-Za-z0-9_.+-]*)+")  # plain absolute paths only (they reach ssh argv)
+_PARSER = etree.XMLParser(remove_blank_text=False, strip_cdata=False, resolve_entities=False,
+                          no_network=True, huge_tree=False)
+BLOCKIO = {"logical_block_size": "512", "physical_block_size": "4096"}
+
+
+def _b64(data: bytes, what: str) -> bytes:
+    text = data.strip()
+    if not text:
+        raise BadRequest(f"no {what}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what} is not base64") from None
+
+
+def _parse_domain(xml: bytes) -> etree._Element:
+    try:
+        return etree.fromstring(xml, parser=_PARSER)
+    except etree.XMLSyntaxError as e:
+        raise BadRequest(f"malformed domain XML: {e.msg}") from e
+
+
+def _load_vm(dep_file: str, vm_id: int) -> VM:
+    """The VM: from the ``vm.xml`` one_vmm_exec wrote beside the deployment file (base64, or
+    plain XML), else from oned."""
+    path = os.path.join(os.path.dirname(dep_file), "vm.xml")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    except OSError as e:
+        raise BadRequest(f"cannot read {path}: {e.strerror}") from e
+    if data.strip():
+        vm = parse_vm(data if data.lstrip().startswith(b"<") else _b64(data, path))
+    else:
+        vm = parse_vm(oned().vm_info(vm_id))
+    if vm.id != vm_id:
+        raise BadRequest(f"VM document is for VM {vm.id}, not {vm_id}")
+    return vm
+
+
+def _indent_append(parent: etree._Element, child: etree._Element) -> None:
+    """Append ``child`` as the last child, with the whitespace its siblings have."""
+    children = list(parent)
+    if children:
+        last = children[-1]
+        child.tail = last.tail
+        last.tail = children[-2].tail if len(children) > 1 else parent.text
+    parent.append(child)
+
+
+def _vitastor_source(name: str, conf: str | None, old: etree._Element) -> etree._Element:
+    source = etree.Element("source", protocol="vitastor", name=name)
+    if conf:
+        etree.SubElement(source, "config", file=check_conf(conf))
+    source.tail = old.tail
+    return source
+
+
+def rewrite(domain: etree._Element, vm: VM) -> list[int]:
+    """Turn the VM's Vitastor disks in ``domain`` into vitastor network disks, in place; the
+    ids of the disks changed."""
+    changed = []
+    for element in domain.iterfind("devices/disk"):
+        source = element.find("source")
+        if source is None or element.get("type") != "file":
+            continue
+        match = _DISK_FILE.fullmatch(source.get("file", ""))
+        if match is None:
+            continue
+        disk = vm.disks.get(int(match["id"]))
+        if disk is None or disk.attrs.get("TM_MAD") != "vitastor":
+            continue  # the context CD-ROM, or another driver's disk
+        ds_id = vm.system_ds_id if not disk.source else disk.datastore_id
+        if ds_id is None:
+            raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
+        settings = datastore(ds_id).vitastor()
+        element.set("type", "network")
+        element.replace(source, _vitastor_source(disk_name(vm.id, disk, settings), settings.conf, source))
+        if element.find("blockio") is None:
+            _indent_append(element, etree.Element("blockio", BLOCKIO))
+        changed.append(disk.id)
+    return changed
+
+
+def _system_dir(domain: etree._Element, vm: VM) -> str:
+    """``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>`` on the host: the directory of the VM's
+    ``disk.N`` files in the domain, else oned's default DATASTORE_LOCATION."""
+    if vm.system_ds_id is None:
+        raise BadRequest(f"VM {vm.id} has no HISTORY: no system datastore to deploy in")
+    tail = f"/{vm.system_ds_id}/{vm.id}"
+    for source in domain.iterfind("devices/disk/source"):
+        match = _DISK_FILE.fullmatch(source.get("file", ""))
+        if match and match["sysdir"].endswith(tail) and _PATH.fullmatch(match["sysdir"]):
+            return match["sysdir"]
+    return f"{DEFAULT_DATASTORE_LOCATION}{tail}"
+
+
+def _serialize(domain: etree._Element, had_declaration: bool) -> bytes:
+    return etree.tostring(domain.getroottree(), encoding="UTF-8", xml_declaration=had_declaration)
+
+
+def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
+    """``deploy.vitastor DEPLOYMENT_FILE HOST VMID HOST``: rewrite the domain's Vitastor disks
+    and create the domain on HOST with its stock ``vmm/kvm/deploy``; print the deploy id."""
+    vmid = int_arg(vm_id, "VMID")
+    name = os.path.basename(dep_file)
+    if not _DEPLOYMENT.fullmatch(name):
+        raise BadRequest(f"unexpected deployment file name {dep_file!r}")
+    xml = _b64(sys.stdin.buffer.read(), "domain XML on stdin")
+    domain = _parse_domain(xml)
+    vm = _load_vm(dep_file, vmid)
+    target = f"{_system_dir(domain, vm)}/{name}"  # before rewrite: it reads the disk.N paths
+    rewrite(domain, vm)
+    plain = _serialize(domain, xml.lstrip().startswith(b"<?xml"))
+    remote = f"{scripts_remote_dir()}/vmm/kvm/deploy"
+    proc = run(ssh_argv(host, [remote, target]), input=plain, check=False)
+    if proc.returncode != 0:
+        raise CommandFailed(ssh_failure(host, proc.returncode, proc.stderr.decode(errors="replace"),
+                                        "vmm/kvm/deploy"))
+    lines = [line.strip() for line in proc.stdout.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise CommandFailed(f"vmm/kvm/deploy on {host} printed no deploy id")
+    sys.stdout.write(lines[-1] + "\n")

@@ -1,0 +1,1 @@
+"""vmm/kvm local actions."""
