@@ -43,6 +43,9 @@ ACTIONS = {
     "datastore/mkfs": "onevita.datastore.mkfs:mkfs",
     "datastore/export": "onevita.datastore.export:export",
     "vmm/deploy.vitastor": "onevita.vmm.deploy:deploy",
+    "vmm/attach_disk.vitastor": "onevita.vmm.attach:attach_disk",
+    "vmm/save.vitastor": "onevita.vmm.checkpoint:save",
+    "vmm/restore.vitastor": "onevita.vmm.checkpoint:restore",
 }
 
 ADMIN = {

@@ -23,22 +23,22 @@ from lxml import etree
 from ..errors import BadRequest
 from ..names import check_conf
 from ..one.args import int_arg
-from ..one.model import VM, parse_vm
+from ..one.model import VM, Disk, parse_vm
 from ..run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
 from ..tm.common import datastore, disk_name, oned
 
-__all__ = ["deploy", "rewrite"]
+__all__ = ["BLOCKIO", "DISK_FILE", "XML_PARSER", "decode_b64", "deploy", "rewrite", "vitastor_source"]
 
 DEFAULT_DATASTORE_LOCATION = "/var/lib/one//datastores"
-_DISK_FILE = re.compile(r"(?P<sysdir>.*)/disk\.(?P<id>[0-9]+)")
+DISK_FILE = re.compile(r"(?P<sysdir>.*)/disk\.(?P<id>[0-9]+)")
 _DEPLOYMENT = re.compile(r"deployment\.[0-9]+")
 _PATH = re.compile(r"(/[A-Za-z0-9_.+-]*)+")  # plain absolute paths only (they reach ssh argv)
-_PARSER = etree.XMLParser(remove_blank_text=False, strip_cdata=False, resolve_entities=False,
+XML_PARSER = etree.XMLParser(remove_blank_text=False, strip_cdata=False, resolve_entities=False,
                           no_network=True, huge_tree=False)
 BLOCKIO = {"logical_block_size": "512", "physical_block_size": "4096"}
 
 
-def _b64(data: bytes, what: str) -> bytes:
+def decode_b64(data: bytes, what: str) -> bytes:
     text = data.strip()
     if not text:
         raise BadRequest(f"no {what}")
@@ -50,7 +50,7 @@ def _b64(data: bytes, what: str) -> bytes:
 
 def _parse_domain(xml: bytes) -> etree._Element:
     try:
-        return etree.fromstring(xml, parser=_PARSER)
+        return etree.fromstring(xml, parser=XML_PARSER)
     except etree.XMLSyntaxError as e:
         raise BadRequest(f"malformed domain XML: {e.msg}") from e
 
@@ -67,7 +67,7 @@ def _load_vm(dep_file: str, vm_id: int) -> VM:
     except OSError as e:
         raise BadRequest(f"cannot read {path}: {e.strerror}") from e
     if data.strip():
-        vm = parse_vm(data if data.lstrip().startswith(b"<") else _b64(data, path))
+        vm = parse_vm(data if data.lstrip().startswith(b"<") else decode_b64(data, path))
     else:
         vm = parse_vm(oned().vm_info(vm_id))
     if vm.id != vm_id:
@@ -85,11 +85,17 @@ def _indent_append(parent: etree._Element, child: etree._Element) -> None:
     parent.append(child)
 
 
-def _vitastor_source(name: str, conf: str | None, old: etree._Element) -> etree._Element:
-    source = etree.Element("source", protocol="vitastor", name=name)
-    if conf:
-        etree.SubElement(source, "config", file=check_conf(conf))
-    source.tail = old.tail
+def vitastor_source(vm: VM, disk: Disk) -> etree._Element:
+    """``<source protocol='vitastor' name='IMAGE'>`` for a Vitastor disk of ``vm``, with
+    ``<config file='VITASTOR_CONF'/>`` when the disk's datastore (the system datastore for a
+    volatile disk) sets one."""
+    ds_id = vm.system_ds_id if not disk.source else disk.datastore_id
+    if ds_id is None:
+        raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
+    settings = datastore(ds_id).vitastor()
+    source = etree.Element("source", protocol="vitastor", name=disk_name(vm.id, disk, settings))
+    if settings.conf:
+        etree.SubElement(source, "config", file=check_conf(settings.conf))
     return source
 
 
@@ -101,18 +107,16 @@ def rewrite(domain: etree._Element, vm: VM) -> list[int]:
         source = element.find("source")
         if source is None or element.get("type") != "file":
             continue
-        match = _DISK_FILE.fullmatch(source.get("file", ""))
+        match = DISK_FILE.fullmatch(source.get("file", ""))
         if match is None:
             continue
         disk = vm.disks.get(int(match["id"]))
         if disk is None or disk.attrs.get("TM_MAD") != "vitastor":
             continue  # the context CD-ROM, or another driver's disk
-        ds_id = vm.system_ds_id if not disk.source else disk.datastore_id
-        if ds_id is None:
-            raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
-        settings = datastore(ds_id).vitastor()
+        new = vitastor_source(vm, disk)
+        new.tail = source.tail
         element.set("type", "network")
-        element.replace(source, _vitastor_source(disk_name(vm.id, disk, settings), settings.conf, source))
+        element.replace(source, new)
         if element.find("blockio") is None:
             _indent_append(element, etree.Element("blockio", BLOCKIO))
         changed.append(disk.id)
@@ -126,7 +130,7 @@ def _system_dir(domain: etree._Element, vm: VM) -> str:
         raise BadRequest(f"VM {vm.id} has no HISTORY: no system datastore to deploy in")
     tail = f"/{vm.system_ds_id}/{vm.id}"
     for source in domain.iterfind("devices/disk/source"):
-        match = _DISK_FILE.fullmatch(source.get("file", ""))
+        match = DISK_FILE.fullmatch(source.get("file", ""))
         if match and match["sysdir"].endswith(tail) and _PATH.fullmatch(match["sysdir"]):
             return match["sysdir"]
     return f"{DEFAULT_DATASTORE_LOCATION}{tail}"
@@ -143,7 +147,7 @@ def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
     name = os.path.basename(dep_file)
     if not _DEPLOYMENT.fullmatch(name):
         raise BadRequest(f"unexpected deployment file name {dep_file!r}")
-    xml = _b64(sys.stdin.buffer.read(), "domain XML on stdin")
+    xml = decode_b64(sys.stdin.buffer.read(), "domain XML on stdin")
     domain = _parse_domain(xml)
     vm = _load_vm(dep_file, vmid)
     target = f"{_system_dir(domain, vm)}/{name}"  # before rewrite: it reads the disk.N paths
