@@ -103,3 +103,27 @@ def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster
                   prefix=f"t{uuid.uuid4().hex[:6]}", pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
     cloud.add_datastores()
     return cloud
+
+
+@pytest.fixture()
+def staging(cloud: Cloud, tmp_path: Path) -> Path:
+    """The datastores' STAGING_DIR (on the job host, which is this machine too)."""
+    path = tmp_path / "staging"
+    path.mkdir()
+    cloud.add_datastores(STAGING_DIR=str(path))
+    return path
+
+
+@pytest.fixture()
+def tiny_staging(cloud: Cloud, tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs as STAGING_DIR (skipped where tmpfs cannot be mounted)."""
+    path = tmp_path / "small"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    cloud.add_datastores(STAGING_DIR=str(path))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

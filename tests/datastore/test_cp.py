@@ -47,15 +47,6 @@ def staging_files(staging: Path) -> list[str]:
     return sorted(p.name for p in staging.iterdir())
 
 
-@pytest.fixture()
-def staging(cloud: Cloud, tmp_path: Path) -> Path:
-    """The datastore's STAGING_DIR (on the bridge host, which is this machine too)."""
-    path = tmp_path / "staging"
-    path.mkdir()
-    cloud.add_datastores(STAGING_DIR=str(path))
-    return path
-
-
 def qemu_img(*args: str) -> None:
     subprocess.run(["qemu-img", *args], check=True, capture_output=True)
 
@@ -201,42 +192,27 @@ class TestConverted:
         assert names(cloud) == set()
         assert staging_files(staging) == []
 
-    def test_full_staging_dir_fails_and_is_cleaned(self, cloud: Cloud, tmp_path: Path) -> None:
-        small = tmp_path / "small"
-        small.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                          capture_output=True, check=False).returncode != 0:
-            pytest.skip("cannot mount a tmpfs here")
-        try:
-            with open(tmp_path / "disk.raw", "wb") as f:
-                f.write(os.urandom(3 * MIB))
-            qemu_img("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"),
-                     str(tmp_path / "d.qcow2"))
-            rc, _, reason = cp(cloud, str(tmp_path / "d.qcow2"), STAGING_DIR=str(small))
-            assert (rc, reason) == (1, f"cannot write the staging file in {small}: No space left on device")
-            assert names(cloud) == set()
-            assert staging_files(small) == []
-        finally:
-            subprocess.run(["umount", str(small)], check=True)
+    def test_full_staging_dir_fails_and_is_cleaned(self, cloud: Cloud, tmp_path: Path,
+                                                   tiny_staging: Path) -> None:
+        with open(tmp_path / "disk.raw", "wb") as f:
+            f.write(os.urandom(3 * MIB))
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", str(tmp_path / "disk.raw"), str(tmp_path / "d.qcow2"))
+        rc, _, reason = cp(cloud, str(tmp_path / "d.qcow2"))
+        assert (rc, reason) == (1, f"cannot write the staging file in {tiny_staging}: No space left on device")
+        assert names(cloud) == set()
+        assert staging_files(tiny_staging) == []
 
 
 class TestStagingAndFailures:
-    def test_raw_larger_than_the_staging_space_imports(self, cloud: Cloud, tmp_path: Path) -> None:
+    def test_raw_larger_than_the_staging_space_imports(self, cloud: Cloud, tmp_path: Path,
+                                                       tiny_staging: Path) -> None:
         """Raw data is never staged: a 3 MiB image imports with a 1 MiB STAGING_DIR."""
-        small = tmp_path / "small"
-        small.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                          capture_output=True, check=False).returncode != 0:
-            pytest.skip("cannot mount a tmpfs here")
-        try:
-            data = os.urandom(3 * MIB)
-            (tmp_path / "disk.raw").write_bytes(data)
-            rc, out, reason = cp(cloud, str(tmp_path / "disk.raw"), size_mb=3, STAGING_DIR=str(small))
-            assert (rc, out, reason) == (0, f"{cloud.prefix}-7 raw\n", "")
-            assert cloud.cluster.read(f"{cloud.prefix}-7", 0, 3 * MIB) == data
-            assert staging_files(small) == []
-        finally:
-            subprocess.run(["umount", str(small)], check=True)
+        data = os.urandom(3 * MIB)
+        (tmp_path / "disk.raw").write_bytes(data)
+        rc, out, reason = cp(cloud, str(tmp_path / "disk.raw"), size_mb=3)
+        assert (rc, out, reason) == (0, f"{cloud.prefix}-7 raw\n", "")
+        assert cloud.cluster.read(f"{cloud.prefix}-7", 0, 3 * MIB) == data
+        assert staging_files(tiny_staging) == []
 
     def test_cluster_gone_mid_copy_leaves_no_image(self, cloud: Cloud, tmp_path: Path) -> None:
         """Writes start failing with EIO after 1 MiB (the simulated library's fault injection,

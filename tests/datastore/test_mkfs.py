@@ -18,15 +18,6 @@ from tests.formatting import (
 )
 
 
-@pytest.fixture()
-def staging(cloud: Cloud, tmp_path: Path) -> Path:
-    """The datastore's STAGING_DIR (on the bridge host, which is this machine too)."""
-    path = tmp_path / "staging"
-    path.mkdir()
-    cloud.add_datastores(STAGING_DIR=str(path))
-    return path
-
-
 def mkfs(cloud: Cloud, *, size_mb: int = 64, fs: str = "", format: str = "raw") -> tuple[int, str, str]:
     """Run mkfs 7 for a datablock of ``size_mb`` MB; (rc, stdout, reason)."""
     result = cloud.run("datastore/mkfs", "7", stdin=image_data(cloud, 7, size_mb=size_mb, fs=fs, format=format,

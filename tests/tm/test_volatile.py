@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.cloud import Cloud
 from tests.formatting import (
     EXT_MAGIC,
@@ -21,15 +19,6 @@ from tests.harness import documents as docs
 from tests.tm.conftest import MIB, catalog, disk_path, make_image
 
 DISK2 = disk_path(12, 2)
-
-
-@pytest.fixture()
-def staging(cloud: Cloud, tmp_path: Path) -> Path:
-    """The system datastore's STAGING_DIR (on the VM's host, which is this machine too)."""
-    path = tmp_path / "staging"
-    path.mkdir()
-    cloud.add_datastores(STAGING_DIR=str(path))
-    return path
 
 
 def volatile(cloud: Cloud, size_mb: int = 64, fs: str | None = None, type: str = "fs") -> str:
