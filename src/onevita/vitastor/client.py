@@ -23,9 +23,10 @@ import os
 import stat
 import sys
 import time
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, Deque, Union
+from typing import Any, Callable, Deque, Iterator, Union
 
 import orjson
 
@@ -172,7 +173,16 @@ class _Session:
     def close(self) -> None:
         self.lib.ov_client_close(self.client)
 
-    def open_image(self, name: str) -> _Image:
+    @contextmanager
+    def image(self, name: str) -> Iterator[_Image]:
+        """The open image ``name``, closed again when the block ends."""
+        image = self._open_image(name)
+        try:
+            yield image
+        finally:
+            self.lib.ov_image_close(self.client, image.handle)
+
+    def _open_image(self, name: str) -> _Image:
         handle, info = self.ffi.new("ov_image **"), self.ffi.new("ov_image_info *")
         err = self.ffi.new("char[]", ERR_SIZE)
         rc = self.lib.ov_image_open(self.client, name.encode(), handle, info, err, ERR_SIZE)
@@ -180,9 +190,6 @@ class _Session:
             message = self.ffi.string(err).decode(errors="replace")
             raise (ImageNotFound if rc == -errno.ENOENT else OnevitaError)(message)
         return _Image(handle[0], int(info.size), int(info.num), bool(info.readonly), int(info.block_size))
-
-    def close_image(self, image: _Image) -> None:
-        self.lib.ov_image_close(self.client, image.handle)
 
     def copy(self, func: str, what: str, progress: bool, *args: Any) -> int:
         """Call one of the C copy loops; raise with its message on failure."""
@@ -325,13 +332,10 @@ def import_fd(conf: VitastorConfig, fd: int, image: str, size: int | None = None
     what = f"import into {image}"
 
     def job(session: _Session) -> int:
-        target = session.open_image(image)
-        try:
+        with session.image(image) as target:
             total = target.size if size is None else size
             return session.copy("ov_copy_fd_to_image", what, progress, fd, total, target.handle, queue_depth,
                                 0 if sparse else 1)
-        finally:
-            session.close_image(target)
 
     if size is None:
         size = _stream_size(fd)
@@ -361,13 +365,10 @@ def export_to_file(conf: VitastorConfig, image: str, path_or_fd: PathOrFd, *, si
     what = f"export of {image}"
 
     def job(session: _Session) -> int:
-        source = session.open_image(image)
-        try:
+        with session.image(image) as source:
             total = source.size if size is None else size
             return session.copy("ov_copy_image_to_fd", what, progress, source.handle, total, fd,
                                 queue_depth, 0)
-        finally:
-            session.close_image(source)
 
     with _opened(path_or_fd) as fd:
         return _timed(what, progress, lambda: _run(conf, what, job, (fd,)))
@@ -400,15 +401,8 @@ def copy_image(conf: VitastorConfig, src: str, dst: str, *, queue_depth: int = 3
     what = f"copy of {src} to {dst}"
 
     def job(session: _Session) -> int:
-        source = session.open_image(src)
-        try:
-            target = session.open_image(dst)
-            try:
-                return session.copy("ov_copy_image_to_image", what, progress, source.handle, target.handle,
-                                    queue_depth, 0 if sparse else 1)
-            finally:
-                session.close_image(target)
-        finally:
-            session.close_image(source)
+        with session.image(src) as source, session.image(dst) as target:
+            return session.copy("ov_copy_image_to_image", what, progress, source.handle, target.handle,
+                                queue_depth, 0 if sparse else 1)
 
     return _timed(what, progress, lambda: _run(conf, what, job))
