@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import tomllib
@@ -29,7 +28,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PYTHONS = ("3.9", "3.11", "3.12")
 sys.path.insert(0, str(ROOT / "src"))
-from onevita.actions import ACTIONS, DRIVER_DIRS  # noqa: E402
+from onevita.install import remotes_tree  # noqa: E402
 
 
 def pinned_requirements() -> list[str]:
@@ -72,6 +71,7 @@ def build_site_packages(pythons: list[str], build: Path) -> Path:
     subprocess.run([*pip, "--target", str(site), str(ROOT)], check=True, cwd=build)
     shutil.rmtree(site / "bin", ignore_errors=True)
     build_native(site)
+    (site / "onevita" / remotes_tree.BUILD_INFO).write_text(json.dumps({"pythons": pythons}))
     return site
 
 
@@ -86,29 +86,18 @@ def build_pyz(site: Path, dist: Path) -> Path:
     return pyz
 
 
-def build_id(pyz: Path) -> str:
-    """The build id shiv stored in the zipapp (it names the extraction cache)."""
-    with zipfile.ZipFile(pyz) as archive:
-        return str(json.loads(archive.read("environment.json"))["build_id"])
-
-
-def build_remotes(pyz: Path, pythons: list[str]) -> Path:
+def build_remotes(pyz: Path) -> Path:
     """``dist/remotes``: the zipapp once, the launcher, and one link per driver action."""
     remotes = pyz.parent / "remotes"
     shutil.rmtree(remotes, ignore_errors=True)
-    home = remotes / "onevita"
-    home.mkdir(parents=True)
-    shutil.copy2(pyz, home / "onevita.pyz")
-    launcher = (ROOT / "src/onevita/launcher.py").read_text()
-    launcher = launcher.replace("@BUILD_ID@", build_id(pyz)).replace("@PYTHONS@", ",".join(pythons))
-    (home / "onevita").write_text(launcher)
-    (home / "onevita").chmod(0o755)
-    for command in ACTIONS:
-        family, _, action = command.partition("/")
-        directory = remotes / DRIVER_DIRS[family]
-        directory.mkdir(parents=True, exist_ok=True)
-        depth = DRIVER_DIRS[family].count("/") + 1
-        (directory / action).symlink_to("../" * depth + "onevita/onevita")
+    (remotes / remotes_tree.HOME).mkdir(parents=True)
+    shutil.copy2(pyz, remotes / remotes_tree.ZIPAPP)
+    launcher = remotes / remotes_tree.LAUNCHER
+    launcher.write_text(remotes_tree.launcher_text(*remotes_tree.build_info(pyz)))
+    launcher.chmod(0o755)
+    for path, target in remotes_tree.action_links().items():
+        (remotes / path).parent.mkdir(parents=True, exist_ok=True)
+        (remotes / path).symlink_to(target)
     return remotes
 
 
@@ -128,7 +117,7 @@ def main() -> None:
                      key=lambda v: tuple(map(int, v.split("."))))
     with tempfile.TemporaryDirectory(prefix="onevita-build-") as build:
         pyz = build_pyz(build_site_packages(pythons, Path(build)), args.dist.resolve())
-    remotes = build_remotes(pyz, pythons)
+    remotes = build_remotes(pyz)
     print(f"built {pyz} ({pyz.stat().st_size // 1024} KiB) for Python {', '.join(pythons)} and {remotes}")
 
 

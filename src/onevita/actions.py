@@ -54,4 +54,8 @@ ADMIN = {
     "noop": "onevita.admin:noop",
     "download": "onevita.datastore.export:download",
     "export-stream": "onevita.vitastor.copy_jobs:export_stream",
+    "install": "onevita.install.command:install",
+    "uninstall": "onevita.install.command:uninstall",
+    "doctor": "onevita.install.doctor:doctor",
+    "firewall": "onevita.install.firewall:firewall",
 }

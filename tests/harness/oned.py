@@ -1,7 +1,7 @@
 """An XML-RPC stand-in for oned's info calls, written independently of the driver's client.
 
-It answers ``one.vm.info``, ``one.datastore.info``, ``one.image.info``, ``one.host.info`` and
-``one.hostpool.info`` in oned's response shapes (``src/rm/xml-rpc/RequestXRPC.cc make_response``):
+It answers ``one.vm.info``, ``one.datastore.info``, ``one.image.info``, ``one.host.info``,
+``one.hostpool.info`` and ``one.datastorepool.info`` in oned's response shapes (``src/rm/xml-rpc/RequestXRPC.cc make_response``):
 ``[True, "<VM>…</VM>", 0]`` on success, ``[False, "[method] message", code, object_id, 0]`` on
 failure. Documents are XML text put into plain dicts by the test; every call is recorded.
 """
@@ -33,7 +33,11 @@ _INFO_METHODS = {
     "one.image.info": ("images", "image"),
     "one.host.info": ("hosts", "host"),
 }
-_HOSTPOOL = "one.hostpool.info"
+# pool method → (attribute holding the documents, root element of the answer)
+_POOL_METHODS = {
+    "one.hostpool.info": ("hosts", "HOST_POOL"),
+    "one.datastorepool.info": ("datastores", "DATASTORE_POOL"),
+}
 Call = tuple[str, tuple[Any, ...]]
 Failure = tuple[int, Optional[str]]
 
@@ -98,7 +102,7 @@ def _check_types(method: str, params: tuple[Any, ...]) -> Optional[int]:
     """Validate ``(session[, id[, decrypt]])`` like oned does before running the call; return the id."""
     if not params or not isinstance(params[0], str):
         raise Fault(FAULT_TYPE, "Parameter that is supposed to be a string is not")
-    if method == _HOSTPOOL:
+    if method in _POOL_METHODS:
         return None
     object_id = _check_int(params, 1)
     if len(params) > 2 and not isinstance(params[2], bool):
@@ -110,7 +114,7 @@ class OnedStandIn:
     """oned's XML-RPC endpoint on a free 127.0.0.1 port, served from a background thread.
 
     Fill ``vms``, ``datastores``, ``images`` and ``hosts`` (id → XML text); ``one.hostpool.info``
-    answers ``<HOST_POOL>`` with every host document in id order.
+    and ``one.datastorepool.info`` answer every host or datastore document in id order.
     """
 
     def __init__(self, *, session: str = DEFAULT_SESSION) -> None:
@@ -197,7 +201,7 @@ class OnedStandIn:
             hang = self._pop(self._hangs, method)
         if hang is not None:
             self._stopping.wait(hang)
-        if method != _HOSTPOOL and method not in _INFO_METHODS:
+        if method not in _POOL_METHODS and method not in _INFO_METHODS:
             raise Fault(FAULT_NO_SUCH_METHOD, f"Method '{method}' not defined")
         object_id = _check_types(method, params)
         if params[0] != self.session:
@@ -207,7 +211,7 @@ class OnedStandIn:
             target = -1 if object_id is None else object_id
             return _failure(method, code, message or "Injected failure.", target)
         if object_id is None:
-            return [True, self._host_pool(), 0]
+            return [True, self._pool(method), 0]
         return self._info(method, object_id)
 
     @staticmethod
@@ -226,7 +230,9 @@ class OnedStandIn:
                             f"not {type(doc).__name__}")
         return [True, doc, 0]
 
-    def _host_pool(self) -> str:
+    def _pool(self, method: str) -> str:
+        store_name, root = _POOL_METHODS[method]
         with self._lock:
-            docs = [self.hosts[host_id] for host_id in sorted(self.hosts)]
-        return "<HOST_POOL>" + "".join(docs) + "</HOST_POOL>"
+            store = getattr(self, store_name)
+            docs = [store[object_id] for object_id in sorted(store)]
+        return f"<{root}>" + "".join(docs) + f"</{root}>"

@@ -19,8 +19,7 @@ from ..errors import BadRequest
 from ..names import check_host, check_pool, check_prefix
 
 __all__ = ["ActionData", "Datastore", "Disk", "Image", "VM", "VitastorSettings", "parse_action_data",
-           "parse_host_states",
-           "parse_datastore", "parse_image", "parse_vm"]
+           "parse_datastore", "parse_datastore_pool", "parse_host_states", "parse_image", "parse_vm"]
 
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -205,6 +204,11 @@ def parse_datastore(text: str | bytes | etree._Element) -> Datastore:
         ds_mad=_text(node, "DS_MAD"),
         template=_attrs(node.find("TEMPLATE")),
     )
+
+
+def parse_datastore_pool(text: str | bytes) -> list[Datastore]:
+    """Read a ``<DATASTORE_POOL>`` document."""
+    return [parse_datastore(node) for node in _xml(text, "DATASTORE_POOL").iterfind("DATASTORE")]
 
 
 def parse_vm(text: str | bytes | etree._Element) -> VM:

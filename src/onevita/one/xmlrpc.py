@@ -171,6 +171,10 @@ class OneClient:
         """``one.hostpool.info``: every host with its state (for BRIDGE_LIST filtering)."""
         return self.call("one.hostpool.info")
 
+    def datastorepool_info(self) -> str:
+        """``one.datastorepool.info``: every datastore (install and doctor look for Vitastor ones)."""
+        return self.call("one.datastorepool.info")
+
 
 _client: OneClient | None = None
 

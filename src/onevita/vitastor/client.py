@@ -35,7 +35,8 @@ from ..errors import ClusterUnreachable, ConfigError, ImageNotFound, OnevitaErro
 from .config import VitastorConfig
 from .etcd import Etcd
 
-__all__ = ["MIN_VERSION", "copy_image", "export_to_file", "find_library", "import_fd", "import_file"]
+__all__ = ["MIN_VERSION", "copy_image", "export_to_file", "find_library", "import_fd", "import_file",
+           "library_version"]
 
 MIN_VERSION = (1, 11)
 LIBRARY_ENV = "ONEVITA_LIBVITASTOR"
@@ -406,3 +407,23 @@ def copy_image(conf: VitastorConfig, src: str, dst: str, *, queue_depth: int = 3
                                 queue_depth, 0 if sparse else 1)
 
     return _timed(what, progress, lambda: _run(conf, what, job))
+
+
+def library_version(conf: VitastorConfig) -> str:
+    """The version libvitastor_client reports once connected to ``conf``'s cluster ("" before
+    2.2.3, which does not report it); ConfigError when it is older than onevita supports."""
+    read_fd, write_fd = os.pipe()
+
+    def job(session: _Session) -> int:
+        os.write(write_fd, session.version.encode())
+        return 0
+
+    try:
+        _run(conf, "the library version check", job, (write_fd,))
+        os.close(write_fd)
+        write_fd = -1
+        return _read_all(read_fd).decode(errors="replace")
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)

@@ -1,0 +1,89 @@
+"""An OpenNebula front-end's files under a scratch root, and the built zipapp's admin commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.cloud import REMOTES
+from tests.harness.oned import OnedStandIn
+
+ONEFILES = Path(__file__).resolve().parent / "onefiles"
+VERSIONS = ["6.8", "6.10", "7.0", "7.2", "7.4"]
+ZIPAPP = REMOTES.parent / "onevita.pyz"
+
+
+@dataclass
+class FrontEnd:
+    """A scratch root holding one OpenNebula version's oned.conf, vmm_execrc and downloader.sh."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def oned_conf(self) -> Path:
+        return self.root / "etc/one/oned.conf"
+
+    @property
+    def vmm_execrc(self) -> Path:
+        return self.root / "etc/one/vmm_exec/vmm_execrc"
+
+    @property
+    def downloader(self) -> Path:
+        return self.root / "var/lib/one/remotes/datastore/downloader.sh"
+
+    @property
+    def remotes(self) -> Path:
+        return self.root / "var/lib/one/remotes"
+
+    def files(self) -> dict[str, bytes]:
+        """Every regular file and link under the root (links as their target), for comparisons."""
+        found = {}
+        for path in sorted(self.root.rglob("*")):
+            key = str(path.relative_to(self.root))
+            if path.is_symlink():
+                found[key] = b"-> " + os.readlink(path).encode()
+            elif path.is_file():
+                found[key] = path.read_bytes()
+        return found
+
+    def onevita(self, *args: str, root: bool = True) -> subprocess.CompletedProcess[str]:
+        """``python3 onevita.pyz COMMAND --root ROOT ...``, as an admin or a package script runs it."""
+        command, *rest = args
+        extra = ["--root", str(self.root)] if root else []
+        return subprocess.run(["/usr/bin/python3", str(ZIPAPP), command, *extra, *rest], capture_output=True,
+                              text=True, env=self.env, timeout=120)
+
+
+def frontend_env(oned: OnedStandIn, tmp_path: Path, world: Path) -> dict[str, str]:
+    auth = tmp_path / "one_auth"
+    auth.write_text(oned.session + "\n")
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "ONE_XMLRPC": oned.endpoint,
+            "ONE_AUTH": str(auth), "SHIV_ROOT": str(world / "shiv")}
+
+
+def make_frontend(version: str, root: Path, env: dict[str, str]) -> FrontEnd:
+    """Copy one version's files into ``root`` where a package-installed OpenNebula keeps them."""
+    frontend = FrontEnd(root, env)
+    for source, target in (("oned.conf", frontend.oned_conf), ("vmm_execrc", frontend.vmm_execrc),
+                           ("downloader.sh", frontend.downloader)):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ONEFILES / version / source, target)
+    return frontend
+
+
+@pytest.fixture(params=VERSIONS)
+def frontend(request: pytest.FixtureRequest, oned: OnedStandIn, tmp_path: Path, world: Path) -> FrontEnd:
+    """A front-end of each OpenNebula version."""
+    return make_frontend(request.param, tmp_path / "root", frontend_env(oned, tmp_path, world))
+
+
+@pytest.fixture()
+def frontend_70(oned: OnedStandIn, tmp_path: Path, world: Path) -> FrontEnd:
+    """One front-end (7.0) for the tests that are not about version differences."""
+    return make_frontend("7.0", tmp_path / "root", frontend_env(oned, tmp_path, world))
