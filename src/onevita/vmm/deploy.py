@@ -4,8 +4,11 @@ one_vmm_exec runs it with ``'<FE vms dir>/deployment.N' HOST VMID HOST`` and the
 XML base64-encoded on stdin. Every ``<disk>`` backed by a Vitastor disk of the VM (matched by the
 ``disk.N`` suffix of its ``source/@file``) becomes a ``type='network'`` disk with
 ``<source protocol='vitastor' name='IMAGE'>`` and, when the disk's datastore sets VITASTOR_CONF,
-``<config file='VITASTOR_CONF'/>`` (the attribute libvirt's Vitastor patch reads); everything else
-in the document stays as it was. The plain XML then goes to the host's stock ``vmm/kvm/deploy``
+``<config file='VITASTOR_CONF'/>`` (the attribute libvirt's Vitastor patch reads). Only those
+``<disk>`` elements are re-serialised and spliced into the original text at their byte offsets
+(found with expat), so every other byte of the document stays as oned wrote it (lxml would
+otherwise re-quote attributes, reorder namespace declarations, collapse ``<x></x>`` and decode
+character references throughout). The plain XML then goes to the host's stock ``vmm/kvm/deploy``
 at the system datastore path ``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>/deployment.N``, where its
 vm.xml / TPM / vGPU lookups expect it, and its last output line (the domain UUID) is printed.
 """
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import os
 import re
 import sys
+from typing import Optional
+from xml.parsers import expat
 
 from lxml import etree
 
@@ -27,7 +33,8 @@ from ..one.model import VM, Disk, parse_vm
 from ..run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
 from ..tm.common import datastore, disk_name, oned
 
-__all__ = ["BLOCKIO", "DISK_FILE", "XML_PARSER", "decode_b64", "deploy", "rewrite", "vitastor_source"]
+__all__ = ["BLOCKIO", "DISK_FILE", "XML_PARSER", "decode_b64", "deploy", "rewrite", "rewrite_disk",
+           "vitastor_source"]
 
 DEFAULT_DATASTORE_LOCATION = "/var/lib/one//datastores"
 DISK_FILE = re.compile(r"(?P<sysdir>.*)/disk\.(?P<id>[0-9]+)")
@@ -99,28 +106,85 @@ def vitastor_source(vm: VM, disk: Disk) -> etree._Element:
     return source
 
 
-def rewrite(domain: etree._Element, vm: VM) -> list[int]:
-    """Turn the VM's Vitastor disks in ``domain`` into vitastor network disks, in place; the
-    ids of the disks changed."""
-    changed = []
-    for element in domain.iterfind("devices/disk"):
-        source = element.find("source")
-        if source is None or element.get("type") != "file":
-            continue
-        match = DISK_FILE.fullmatch(source.get("file", ""))
-        if match is None:
-            continue
-        disk = vm.disks.get(int(match["id"]))
-        if disk is None or disk.attrs.get("TM_MAD") != "vitastor":
-            continue  # the context CD-ROM, or another driver's disk
-        new = vitastor_source(vm, disk)
-        new.tail = source.tail
-        element.set("type", "network")
-        element.replace(source, new)
-        if element.find("blockio") is None:
-            _indent_append(element, etree.Element("blockio", BLOCKIO))
-        changed.append(disk.id)
-    return changed
+def rewrite_disk(element: etree._Element, vm: VM) -> Optional[int]:
+    """Turn the ``<disk>`` ``element`` into a vitastor network disk, in place, if it is one of
+    the VM's Vitastor disks; its disk id then, else None."""
+    source = element.find("source")
+    if source is None or element.get("type") != "file":
+        return None
+    match = DISK_FILE.fullmatch(source.get("file", ""))
+    if match is None:
+        return None
+    disk = vm.disks.get(int(match["id"]))
+    if disk is None or disk.attrs.get("TM_MAD") != "vitastor":
+        return None  # the context CD-ROM, or another driver's disk
+    new = vitastor_source(vm, disk)
+    new.tail = source.tail
+    element.set("type", "network")
+    element.replace(source, new)
+    if element.find("blockio") is None:
+        _indent_append(element, etree.Element("blockio", BLOCKIO))
+    return disk.id
+
+
+def _disk_spans(xml: bytes) -> list[tuple[int, int]]:
+    """The byte offsets ``(start, end)`` in ``xml`` of the root's ``devices/disk`` elements, in
+    document order (that of ``domain.findall("devices/disk")``)."""
+    parser = expat.ParserCreate(namespace_separator=" ")  # a namespaced name is never plain "disk"
+    path: list[str] = []
+    starts: list[int] = []
+    spans: list[tuple[int, int]] = []
+
+    def start(name: str, attrs: object) -> None:
+        path.append(name)
+        if path[1:] == ["devices", "disk"]:
+            starts.append(parser.CurrentByteIndex)
+
+    def end(name: str) -> None:
+        if path[1:] == ["devices", "disk"]:
+            at = parser.CurrentByteIndex  # at "</disk", or just past an empty-element tag
+            if xml.startswith(b"</disk", at):
+                at = xml.index(b">", at) + 1
+            spans.append((starts.pop(), at))
+        path.pop()
+
+    def entity(*args: object) -> None:
+        raise BadRequest("domain XML declares entities")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.EntityDeclHandler = entity
+    try:
+        parser.Parse(xml, True)
+    except expat.ExpatError as e:
+        raise BadRequest(f"malformed domain XML: {expat.ErrorString(e.code)}") from e
+    return spans
+
+
+def rewrite(xml: bytes, domain: etree._Element, vm: VM) -> bytes:
+    """``xml`` (parsed as ``domain``) with the VM's Vitastor disks rewritten; every byte outside
+    those ``<disk>`` elements as it was."""
+    encoding = domain.getroottree().docinfo.encoding or "UTF-8"
+    try:
+        ascii_compatible = "</disk>".encode(encoding) == b"</disk>"
+    except LookupError:
+        ascii_compatible = False
+    if not ascii_compatible:
+        raise BadRequest(f"domain XML in {encoding} is not supported")
+    disks = domain.findall("devices/disk")
+    spans = _disk_spans(xml)
+    if len(spans) != len(disks):
+        raise BadRequest("cannot locate the disks in the domain XML")
+    pieces: list[bytes] = []
+    done = 0
+    for element, (start, end) in zip(disks, spans):
+        if rewrite_disk(element, vm) is not None:
+            # a copy drops the ancestors' namespace declarations tostring() would repeat on it
+            text = etree.tostring(copy.deepcopy(element), encoding="unicode", with_tail=False)
+            pieces += [xml[done:start], text.encode(encoding, "xmlcharrefreplace")]
+            done = end
+    pieces.append(xml[done:])
+    return b"".join(pieces)
 
 
 def _system_dir(domain: etree._Element, vm: VM) -> str:
@@ -136,10 +200,6 @@ def _system_dir(domain: etree._Element, vm: VM) -> str:
     return f"{DEFAULT_DATASTORE_LOCATION}{tail}"
 
 
-def _serialize(domain: etree._Element, had_declaration: bool) -> bytes:
-    return etree.tostring(domain.getroottree(), encoding="UTF-8", xml_declaration=had_declaration)
-
-
 def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
     """``deploy.vitastor DEPLOYMENT_FILE HOST VMID HOST``: rewrite the domain's Vitastor disks
     and create the domain on HOST with its stock ``vmm/kvm/deploy``; print the deploy id."""
@@ -151,8 +211,7 @@ def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
     domain = _parse_domain(xml)
     vm = _load_vm(dep_file, vmid)
     target = f"{_system_dir(domain, vm)}/{name}"  # before rewrite: it reads the disk.N paths
-    rewrite(domain, vm)
-    plain = _serialize(domain, xml.lstrip().startswith(b"<?xml"))
+    plain = rewrite(xml, domain, vm)
     remote = f"{scripts_remote_dir()}/vmm/kvm/deploy"
     proc = run(ssh_argv(host, [remote, target]), input=plain, check=False)
     if proc.returncode != 0:
