@@ -83,6 +83,17 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _own_like_remotes(remotes: Path, changes: list[Change]) -> None:
+    """Give what ``place`` made the owner of the remotes tree (oneadmin in OpenNebula's
+    packages), as the rest of the tree has; root running install would otherwise own it."""
+    if os.geteuid() != 0:
+        return
+    owner = remotes.stat()
+    for change in changes:
+        path = remotes / change.undo["path"]
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
 def place(remotes: Path, pyz: Path, replaced_dir: Path) -> list[Change]:
     """Put the zipapp, the launcher and every action link under ``remotes``.
 
@@ -120,6 +131,7 @@ def place(remotes: Path, pyz: Path, replaced_dir: Path) -> list[Change]:
         link.symlink_to(target)
         moved = f" (the previous file kept in {undo['replaced']})" if "replaced" in undo else ""
         changes.append(Change(f"remotes: linked {link} to the launcher{moved}", undo))
+    _own_like_remotes(remotes, changes)
     return changes
 
 
