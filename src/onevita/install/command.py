@@ -195,7 +195,7 @@ def uninstall(*argv: str) -> int:
         old = _read(config)
         new = config.revert(old, undo)
         if new != old:
-            _write_reverted(config, new, backups / config.label)
+            _replace(config.path, new, backups / config.label)
             done.append(f"{config.label}: restored {path}")
         del state.files[path]
         state.save()
@@ -211,14 +211,3 @@ def _apparmor_file(layout: Layout) -> ConfigFile:
     """The AppArmor editor even where AppArmor is off now: it may have been on at install."""
     return ConfigFile("AppArmor", layout.apparmor_libvirt_qemu, lambda t: (t, []), apparmor.revert,
                       lambda t: [], may_be_missing=True)
-
-
-def _write_reverted(config: ConfigFile, new: str, backups: Path) -> None:
-    """Write an uninstalled file; one that may be missing and ends up empty (AppArmor's local
-    include that install created) goes away."""
-    if new or not config.may_be_missing:
-        _replace(config.path, new, backups)
-        return
-    backups.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(config.path, backups / config.path.name)
-    config.path.unlink()

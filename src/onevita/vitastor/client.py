@@ -420,10 +420,9 @@ def library_version(conf: VitastorConfig) -> str:
 
     try:
         _run(conf, "the library version check", job, (write_fd,))
-        os.close(write_fd)
-        write_fd = -1
-        return _read_all(read_fd).decode(errors="replace")
-    finally:
+    except BaseException:
         os.close(read_fd)
-        if write_fd >= 0:
-            os.close(write_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return _read_all(read_fd).decode(errors="replace")  # closes read_fd
