@@ -7,8 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from onevita.actions import ACTIONS, DRIVER_DIRS
 from onevita.install import downloader, oned_conf, vmm_execrc
+from tests.harness import documents as docs
+from tests.harness.oned import OnedStandIn
 from tests.install.conftest import ZIPAPP, FrontEnd
 
 APPLIED = "OK, Vitastor OpenNebula patches successfully applied"
@@ -143,3 +147,54 @@ class TestFailures:
         proc = frontend_70.onevita("install", "--frobnicate")
         assert proc.returncode == 2
         assert "unrecognized arguments: --frobnicate" in proc.stderr
+
+
+class TestAppArmor:
+    @staticmethod
+    def enable_apparmor(frontend: FrontEnd) -> Path:
+        """AppArmor on, libvirt's abstraction installed, its local include empty (Debian's postinst)."""
+        enabled = frontend.root / "sys/module/apparmor/parameters/enabled"
+        enabled.parent.mkdir(parents=True)
+        enabled.write_text("Y\n")
+        abstraction = frontend.root / "etc/apparmor.d/abstractions/libvirt-qemu"
+        abstraction.parent.mkdir(parents=True)
+        abstraction.write_text("  #include <local/abstractions/libvirt-qemu>\n")
+        local = frontend.root / "etc/apparmor.d/local/abstractions/libvirt-qemu"
+        local.parent.mkdir(parents=True)
+        local.write_text("")
+        return local
+
+    def test_every_vitastor_datastore_conf_becomes_readable(self, frontend_70: FrontEnd,
+                                                            oned: OnedStandIn) -> None:
+        local = self.enable_apparmor(frontend_70)
+        oned.datastores[101] = docs.datastore_xml(101, name="a", ds_type=0,
+                                                  template={"VITASTOR_CONF": "/etc/vitastor/second.conf"})
+        oned.datastores[102] = docs.datastore_xml(102, name="b", ds_type=0, template={})
+        oned.datastores[103] = docs.datastore_xml(103, name="c", ds_type=0, ds_mad="fs", tm_mad="ssh",
+                                                  template={"VITASTOR_CONF": "/etc/not/ours.conf"})
+        original = frontend_70.files()
+        proc = frontend_70.onevita("install")
+        assert proc.returncode == 0, proc.stderr
+        assert local.read_text().splitlines() == ["  /etc/vitastor/second.conf r,", "  /etc/vitastor/vitastor.conf r,"]
+        assert frontend_70.onevita("install").stdout.splitlines() == [ALREADY]
+        assert frontend_70.onevita("uninstall").returncode == 0
+        after = {k: v for k, v in frontend_70.files().items() if not k.startswith("var/lib/one/onevita/backups/")}
+        assert after == original
+
+    def test_without_oned_only_the_default_path_and_a_note(self, frontend_70: FrontEnd) -> None:
+        local = self.enable_apparmor(frontend_70)
+        frontend_70.env["ONE_XMLRPC"] = "http://127.0.0.1:9/RPC2"
+        proc = frontend_70.onevita("install")
+        assert proc.returncode == 0, proc.stderr
+        assert local.read_text() == "  /etc/vitastor/vitastor.conf r,\n"
+        assert any(line.startswith("note: datastores not read from oned (") for line in proc.stdout.splitlines())
+
+
+def test_what_install_makes_belongs_to_the_remotes_owner(frontend_70: FrontEnd) -> None:
+    """oneadmin owns OpenNebula's remotes; root running install must not leave root-owned files."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to change owners")
+    os.chown(frontend_70.remotes, 4321, 4321)
+    assert frontend_70.onevita("install").returncode == 0
+    for path in ("onevita", "onevita/onevita.pyz", "onevita/onevita", "tm/vitastor", "tm/vitastor/clone"):
+        assert (frontend_70.remotes / path).lstat().st_uid == 4321, path
