@@ -91,3 +91,13 @@ def test_an_unreachable_cluster_fails(site: FrontEnd, oned: OnedStandIn, tmp_pat
     out = lines(proc)
     assert any(line.startswith("FAIL datastore 101 (vitastor-images): ") and "127.0.0.1:9" in line
                for line in out), out
+
+
+def test_on_a_host_without_the_library(site: FrontEnd, tmp_path: Path) -> None:
+    """No oned.conf: a host; only the library and the isolation reminder are checked."""
+    site.oned_conf.unlink()
+    site.env["ONEVITA_LIBVITASTOR"] = str(tmp_path / "missing.so")
+    proc = site.onevita("doctor")
+    assert proc.returncode == 1
+    assert lines(proc) == [f"FAIL libvitastor_client: ONEVITA_LIBVITASTOR={tmp_path}/missing.so: no such file",
+                           ISOLATION]

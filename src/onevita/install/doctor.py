@@ -113,15 +113,19 @@ def check_datastore(datastore: Datastore) -> Iterator[Finding]:
 
 
 def check_library(conf: str | None) -> Iterator[Finding]:
-    """libvitastor_client is installed, and new enough when a cluster can be reached."""
+    """libvitastor_client is installed, and new enough when the cluster of ``conf`` answers."""
     try:
         path = client.find_library()
-        version = client.library_version(read_config(conf))
     except ConfigError as e:
         yield _fail(f"libvitastor_client: {e}")
         return
+    try:
+        version = client.library_version(read_config(conf))
+    except ConfigError as e:
+        yield _fail(f"libvitastor_client at {path}: {e}")
+        return
     except OnevitaError as e:
-        yield Finding("WARN", f"libvitastor_client: found, version not checked: {e}")
+        yield Finding("WARN", f"libvitastor_client at {path}: version not checked: {e}")
         return
     yield _ok(f"libvitastor_client: {path}, version {version or 'older than 2.2.3, at least 1.11'}")
 
