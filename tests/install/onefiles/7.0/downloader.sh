@@ -1,340 +1,201 @@
 #!/bin/bash
 
-# -------------------------------------------------------------------------- #
-# A test copy shaped like OpenNebula 7.0  's downloader.sh                    #
-# (src/datastore_mad/remotes/downloader.sh): the functions a plain file copy #
-# runs, the option parsing and the case statement onevita install edits,     #
-# with its arms as in that release. S3 signing, archive unpacking and the    #
-# arms' helper scripts are left out.                                         #
-# -------------------------------------------------------------------------- #
+# Stand-in for OpenNebula 7.0's datastore downloader.sh (URL to a file, or
+# to stdout for -) in onevita's tests. Kept from the real one: its variables,
+# its `case "$FROM" in` arms in their order, and how $command then runs (type
+# sniffed unless the arm set file_type, digest on the side, decompressor).
+# The helpers are short ones of our own; remote schemes' arms are stubs.
 
-if [ -z "${ONE_LOCATION}" ]; then
-    LIB_LOCATION=/usr/lib/one
-    VAR_LOCATION=/var/lib/one
+# a self-contained install under $ONE_LOCATION, else the package paths
+if [ -n "$ONE_LOCATION" ]; then
+    LIB_LOCATION="$ONE_LOCATION/lib" VAR_LOCATION="$ONE_LOCATION/var"
 else
-    LIB_LOCATION=$ONE_LOCATION/lib
-    VAR_LOCATION=$ONE_LOCATION/var
+    LIB_LOCATION=/usr/lib/one VAR_LOCATION=/var/lib/one
 fi
-
-. $LIB_LOCATION/sh/scripts_common.sh
+. "$LIB_LOCATION/sh/scripts_common.sh"
 
 DRIVER_PATH=$(dirname $0)
+HELPERS="$VAR_LOCATION/remotes/datastore"
 
-# Escape single quotes so that $1 can sit between single quotes
-function esc_sq
-{
-    echo "$1" | sed -e "s/'/'\\\''/g"
-}
+die() { echo "$1" >&2; exit -1; }
 
-# Run the command given in $1 and guess a MIME type from the start of its
-# output
-function get_type
-{
-    if [ "$NO_DECOMPRESS" = "yes" ]; then
-        echo "application/octet-stream"
-    else
-        command=$1
+# $1 made safe to put between single quotes
+esc_sq() { local q="'\\''"; echo "${1//\'/$q}"; }
 
-        ( eval "$command" | head -n 1024 | file -b --mime-type - ) 2>/dev/null
-    fi
-}
-
-# The command that decompresses a stream of MIME type $1
-function get_decompressor
-{
-    type=$1
-
-    case "$type" in
-    "application/x-gzip"|"application/gzip")
-        echo "gunzip -c -"
-        ;;
-    "application/x-bzip2")
-        echo "bunzip2 -qc -"
-        ;;
-    "application/x-xz")
-        echo "unxz -c -"
-        ;;
-    *)
-        echo "cat"
-        ;;
+# MIME type of what the command $1 prints, told by its first bytes
+get_type() {
+    [ "$NO_DECOMPRESS" = yes ] && { echo application/octet-stream; return; }
+    local magic
+    magic=$( (eval "$1" | head -c 512 | od -An -v -tx1 | tr -d ' \n') 2>/dev/null)
+    case "$magic" in
+    1f8b*)         echo application/gzip ;;
+    425a68*)       echo application/x-bzip2 ;;
+    fd377a585a00*) echo application/x-xz ;;
+    504b0304*)     echo application/zip ;;
+    *)  # tar writes "ustar" at byte 257
+        [ "${magic:514:10}" = 7573746172 ] && echo application/x-tar || echo application/octet-stream ;;
     esac
 }
 
-# Pipe stdin through the decompressor $1 into the file $2 (- is stdout)
-function decompress
-{
-    command="$1"
-    to="$2"
-
-    if [ "$to" = "-" ]; then
-        $command
-    else
-        $command > "$to"
-    fi
-}
-
-# Hash stdin with the algorithm $1 into $HASH_FILE, or just drain it
-function hasher
-{
-    if [ -n "$1" ]; then
-        openssl dgst -$1 | awk '{print $NF}' > $HASH_FILE
-    else
-        # the pipe breaks unless something reads stdin
-        cat >/dev/null
-    fi
-}
-
-# Unpack a downloaded tar or zip in place (trimmed: this copy refuses them)
-function unarchive
-{
-    TO="$1"
-
-    file_type=$(get_type "cat $TO")
-
-    case "$file_type" in
-    "application/x-tar"|"application/zip")
-        echo "Archives are not unpacked by this test copy" >&2
-        exit -1
-        ;;
+# the filter turning a stream of MIME type $1 back into plain bytes
+get_decompressor() {
+    case "$1" in
+    application/gzip|application/x-gzip) echo "gzip -dc" ;;
+    application/x-bzip2|application/x-xz) echo "${1#application/x-} -dc" ;;
+    *) echo cat ;;
     esac
 }
 
-# s3_env, hash_sha256, hmac_sha256, create_signature, s3_curl_args and
-# s3_curl_args_aws (MARKETPLACE credentials, request signing) are left out.
+# stdin through the filter $1 into the file $2, or to stdout when $2 is -
+decompress() { if [ "$2" = - ]; then $1; else $1 > "$2"; fi; }
 
-function get_rbd_cmd
-{
-    local i j URL_ELEMENTS
+# digest of stdin by algorithm $1 (md5, sha1) into $HASH_FILE; with none,
+# still read it all so that tee never meets a closed pipe
+hasher() {
+    [ -z "$1" ] && { cat > /dev/null; return; }
+    "${1}sum" | cut -d ' ' -f 1 > "$HASH_FILE.part" && mv "$HASH_FILE.part" "$HASH_FILE"
+}
 
-    FROM="$1"
+# a tar or zip written to the file $1 becomes a directory of that name
+unarchive() {
+    local tmp="$1.tmp" unpack
+    case "$(get_type "cat '$(esc_sq "$1")'")" in
+    application/x-tar) unpack=(tar -xf "$tmp" -C "$1") ;;
+    application/zip) unpack=(unzip -q -d "$1" "$tmp") ;;
+    *) return 0 ;;
+    esac
+    mv "$1" "$tmp" && mkdir "$1" && "${unpack[@]}" && rm "$tmp" || die "Cannot unpack $1"
+}
 
-    URL_RB="$DRIVER_PATH/url.rb"
+# (the S3 helpers, credentials and request signing, are left out)
 
-    while IFS= read -r -d '' element; do
-        URL_ELEMENTS[i++]="$element"
-    done < <($URL_RB    "$FROM" \
-                        USER \
-                        HOST \
-                        SOURCE \
-                        PARAM_CEPH_CONF)
-
-    USER="${URL_ELEMENTS[j++]}"
-    DST_HOST="${URL_ELEMENTS[j++]}"
-    SOURCE="${URL_ELEMENTS[j++]}"
-    CEPH_CONF="${URL_ELEMENTS[j++]}"
-
-    # no leading '/' in an image name
-    SOURCE="${SOURCE#/}"
-
-    if [ -n "$USER" ]; then
-        DST_HOST="$USER@$DST_HOST"
-    fi
-
-    if [ -n "$CEPH_CONF" ]; then
-        RBD="$RBD --conf '$(esc_sq "${CEPH_CONF}")'"
-    fi
-
-    echo "ssh '$(esc_sq "$DST_HOST")' \"$RBD export '$(esc_sq "$SOURCE")' -\""
+# rbd://[user@]host/pool/image: the image exported on that host over ssh
+get_rbd_cmd() {
+    local where=${1#rbd://}
+    where=${where%%\?*}
+    echo "ssh '$(esc_sq "${where%%/*}")' \"rbd export '$(esc_sq "${where#*/}")' -\""
 }
 
 # True when version $1 <= version $2 (sort -V)
-function verlte() {
-    [  "$1" = "`echo -e "$1\n$2" | sort -V | head -n1`" ]
+version_le() { [ "$(printf '%s\n' "$1" "$2" | sort -V | head -n 1)" = "$1" ]; }
+
+# curl's retry options; --retry-all-errors needs curl 7.71,
+# and is left out of partial downloads
+curl_retry_args() {
+    [ "$NO_RETRY" = yes ] && return
+    local version
+    version=$(curl --version 2>/dev/null | awk 'NR == 1 {print $2}')
+    echo -n "--retry 3 --retry-delay 3"
+    version_le 7.71.0 "${version:-0}" && [ -z "$MAX_SIZE" ] && echo -n " --retry-all-errors"
+    echo
 }
 
-# curl's retry options, as far as the installed curl knows them
-function curl_retry_args {
-    [ "$NO_RETRY" = "yes" ] && return
-
-    RETRY_ARGS="--retry 3 --retry-delay 3"
-
-    CURL_VER=`curl --version | grep -o 'curl [0-9\.]*' | awk '{print $2}'`
-
-    # --retry-all-errors (retries on connection resets too) needs a recent curl
-    if verlte "7.71.0" "$CURL_VER" && [ -z ${MAX_SIZE} ] ; then
-        RETRY_ARGS+=" --retry-all-errors"
-    fi
-
-    echo $RETRY_ARGS
+# runs $HELPERS/<scheme>_downloader.rb, which prints command= and
+# clean_command= lines, and takes those over (or stops when it fails)
+helper_defs() {
+    local defs
+    defs=$("$HELPERS/$1_downloader.rb" "${@:2}" | grep -E '^(clean_)?command=') || exit -1
+    eval "$defs"
 }
 
-TEMP=`getopt -o m:s:l:c:no -l md5:,sha1:,limit:,max-size:,nodecomp,noretry -- "$@"`
-
-if [ $? != 0 ] ; then
-    echo "Arguments error" >&2
-    exit -1
-fi
-
-eval set -- "$TEMP"
-
-while true; do
+# options come before FROM and TO
+while [ $# -gt 0 ]; do
     case "$1" in
-        -m|--md5)
-            HASH_TYPE=md5
-            HASH=$2
-            shift 2
-            ;;
-        -s|--sha1)
-            HASH_TYPE=sha1
-            HASH=$2
-            shift 2
-            ;;
-        -n|--nodecomp)
-            export NO_DECOMPRESS="yes"
-            shift
-            ;;
-        -l|--limit)
-            export LIMIT_RATE="$2"
-            shift 2
-            ;;
-        -c|--max-size)
-            export MAX_SIZE="$2"
-            shift 2
-            ;;
-        -o|--noretry)
-            export NO_RETRY="yes"
-            shift
-            ;;
-        --)
-            shift
-            break
-            ;;
-        *)
-            shift
-            ;;
+    -m|--md5)      HASH_TYPE=md5 HASH=$2; shift ;;
+    -s|--sha1)     HASH_TYPE=sha1 HASH=$2; shift ;;
+    -l|--limit)    export LIMIT_RATE=$2; shift ;;
+    -c|--max-size) export MAX_SIZE=$2; shift ;;
+    -n|--nodecomp) export NO_DECOMPRESS=yes ;;
+    -o|--noretry)  export NO_RETRY=yes ;;
+    --)            shift; break ;;
+    -?*)           die "Unknown option $1" ;;
+    *)             break ;;
     esac
+    shift
 done
 
 FROM="$1"
 TO="$2"
 
-if [ -n "${HASH_TYPE}" -a -n "${MAX_SIZE}" ]; then
-    echo "Hash check not supported for partial downloads" >&2
-    exit -1
-else
-    # where hasher leaves the hash
-    export HASH_FILE="/tmp/downloader.hash.$$"
-fi
+[ -n "$HASH_TYPE" ] && [ -n "$MAX_SIZE" ] && die "No hash check on a partial download"
+export HASH_FILE="/tmp/downloader.hash.$$"
 
-GLOBAL_CURL_ARGS="--fail -sS -k -L $(curl_retry_args)"
+GLOBAL_CURL_ARGS="--fail --silent --show-error --insecure --location $(curl_retry_args)"
 
 case "$FROM" in
 http://*|https://*)
-    # -k: no certificate check, -L: follow redirects, -sS: quiet unless it
-    # fails, --limit-rate: bandwidth limit
-    curl_args="$GLOBAL_CURL_ARGS '$(esc_sq "${FROM}")'"
-
-    if [ -n "$LIMIT_RATE" ]; then
-        curl_args="--limit-rate $LIMIT_RATE $curl_args"
-    fi
-
+    # quiet unless it fails, no certificate check, follows redirects
+    curl_args="$GLOBAL_CURL_ARGS${LIMIT_RATE:+ --limit-rate $LIMIT_RATE} '$(esc_sq "$FROM")'"
     command="curl $curl_args"
     ;;
 ssh://*)
-    # ssh://user@host:path, a pseudo URL for copies over ssh
-    ssh_src=${FROM#ssh://}
-    ssh_arg=(${ssh_src/:/ })
-
-    rmt_cmd="\"cat '$(esc_sq "${ssh_arg[1]}")'\""
-
-    command="ssh ${ssh_arg[0]} $rmt_cmd"
+    # ssh://[user@]host:path
+    where=${FROM#ssh://}
+    command="ssh '$(esc_sq "${where%%:*}")' \"cat '$(esc_sq "${where#*:}")'\""
     ;;
 s3://*)
-    s3_env
-
-    if [ -z "$S3_ACCESS_KEY_ID" -o -z "$S3_SECRET_ACCESS_KEY" ]; then
-        echo "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY are required" >&2
-        exit -1
-    fi
-
-    if [[ "$S3_AWS" =~ (no|NO) ]]; then
-        curl_args="$(s3_curl_args "$FROM")"
-    else
-        curl_args="$(s3_curl_args_aws "$FROM")"
-    fi
-
-    command="curl $GLOBAL_CURL_ARGS $curl_args"
+    die "s3:// needs request signing, which this copy leaves out"
     ;;
 rbd://*)
     command="$(get_rbd_cmd "$FROM")"
     ;;
 lxd://*)
     file_type="application/octet-stream"
-    command="$VAR_LOCATION/remotes/datastore/lxd_downloader.sh \"$FROM\""
+    command="$HELPERS/lxd_downloader.sh '$(esc_sq "$FROM")'"
     ;;
 restic://*|restic+rbd://*)
-    defs=`$VAR_LOCATION/remotes/datastore/restic_downloader.rb "$FROM" | grep -e '^command=' -e '^clean_command='`
-    ret=$?
-    [ $ret -ne 0 ] && exit $ret
-    eval "$defs"
+    helper_defs restic "$FROM"
     ;;
 rsync://*|rsync+rbd://*)
-    defs=`$VAR_LOCATION/remotes/datastore/rsync_downloader.rb "$FROM" | grep -e '^command=' -e '^clean_command='`
-    ret=$?
-    [ $ret -ne 0 ] && exit $ret
-    eval "$defs"
+    helper_defs rsync "$FROM"
     ;;
 netapp://*)
     # netapp:///vol/<volume>/<lun>
-    defs=`$VAR_LOCATION/remotes/datastore/netapp_downloader.rb "$FROM" | grep -e '^command=' -e '^clean_command='`
-    ret=$?
-    [ $ret -ne 0 ] && exit $ret
-    eval "$defs"
+    helper_defs netapp "$FROM"
     ;;
 *)
-    if [ ! -r $FROM ]; then
-        echo "Cannot read from $FROM" >&2
-        exit -1
-    fi
-    command="cat '$(esc_sq "$FROM")'"
+    [ -r "$FROM" ] || die "Cannot read from $FROM"
+    command="cat -- '$(esc_sq "$FROM")'"
     ;;
 esac
 
+# the type is sniffed unless the arm knew it (the command then runs twice)
 [ -z "$file_type" ] && file_type=$(get_type "$command")
 decompressor=$(get_decompressor "$file_type")
 
-if [ -z "${MAX_SIZE}" ]; then
+if [ -z "$MAX_SIZE" ]; then
+    # source, digest on the side, decompressor, then $TO
     eval "$command" | \
         tee >( hasher $HASH_TYPE) | \
         decompress "$decompressor" "$TO"
-
-    if [ "$?" != "0" -o "$PIPESTATUS" != "0" ]; then
-        echo "Error copying" >&2
-        exit -1
-    fi
+    status=("${PIPESTATUS[@]}")
+    [ "${status[0]}" = 0 ] && [ "${status[2]}" = 0 ] || die "Error copying"
 else
-    # head comes last: the decompressor may need more input than MAX_SIZE
-    # bytes, and it also reports the SIGPIPE of a partial download
+    # head last: the decompressor may need more input than it gives out;
+    # a source killed by SIGPIPE (141) once head has enough is not an error
     eval "$command" | \
         decompress "$decompressor" "$TO" 2>/dev/null | \
         head -c "${MAX_SIZE}"
-
-    # fails when the download failed on its own (not killed by head's
-    # SIGPIPE), or when the decompressor or head failed
-    if [ \( "${PIPESTATUS[0]}" != '0' -a "${PIPESTATUS[1]}" = '0' \) \
-         -o \( "${PIPESTATUS[1]}" != '0' -a "${PIPESTATUS[1]}" != '141' \) \
-         -o \( "${PIPESTATUS[2]}" != "0" \) ];
-    then
-        echo "Error copying" >&2
-        exit -1
+    status=("${PIPESTATUS[@]}")
+    if [ "${status[2]}" != 0 ] || ! [[ ${status[1]} =~ ^(0|141)$ ]] ||
+       { [ "${status[0]}" != 0 ] && [ "${status[1]}" = 0 ]; }; then
+        die "Error copying"
     fi
 fi
 
 if [ -n "$HASH_TYPE" ]; then
-    HASH_RESULT=$( cat $HASH_FILE)
-    rm $HASH_FILE
-    if [ "$HASH_RESULT" != "$HASH" ]; then
-        echo "Hash does not match" >&2
-        exit -1
-    fi
+    # the hasher runs beside tee and may still be writing
+    for _ in {1..50}; do [ -e "$HASH_FILE" ] && break; sleep 0.1; done
+    sum=$(cat "$HASH_FILE" 2>/dev/null); rm -f "$HASH_FILE"
+    [ "$sum" = "$HASH" ] || die "Hash does not match"
 fi
 
-# only a file destination can hold an archive
+# only a file can hold an archive to unpack
 if [ "$TO" != "-" ]; then
     unarchive "$TO"
 fi
 
-# the arm's clean-up, if it set one
-if [ -n "${clean_command}" ]; then
+# the arm's clean-up, if it left one
+if [ -n "$clean_command" ]; then
     eval "$clean_command"
 fi
