@@ -7,6 +7,9 @@ in their names), and the launcher refuses interpreters the build does not cover.
     python3 build.py [--python 3.9,3.11,3.12]
     python3 build.py --inplace     # only the data-plane helper, into src/ (tests, development)
 
+It also packs the zipapp into ``dist/opennebula-vitastor_<version>_<arch>.deb`` and
+``dist/opennebula-vitastor-<version>-1.<arch>.rpm`` (packaging/build_packages.py).
+
 The data-plane helper (csrc/) is a plain shared object without Python headers plus an
 out-of-line ABI-mode cffi module (pure Python), so one copy serves every target version.
 """
@@ -29,6 +32,10 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_PYTHONS = ("3.9", "3.11", "3.12")
 sys.path.insert(0, str(ROOT / "src"))
 from onevita.install import remotes_tree  # noqa: E402
+
+# packaging/ is no Python package: as one it would shadow PyPI's "packaging" for tools run here
+sys.path.insert(0, str(ROOT / "packaging"))
+import build_packages  # noqa: E402
 
 
 def pinned_requirements() -> list[str]:
@@ -119,6 +126,8 @@ def main() -> None:
         pyz = build_pyz(build_site_packages(pythons, Path(build)), args.dist.resolve())
     remotes = build_remotes(pyz)
     print(f"built {pyz} ({pyz.stat().st_size // 1024} KiB) for Python {', '.join(pythons)} and {remotes}")
+    for package in build_packages.build(pyz, args.dist.resolve()):
+        print(f"built {package}")
 
 
 if __name__ == "__main__":

@@ -192,11 +192,14 @@ def uninstall(*argv: str) -> int:
     done = []
     for path, undo in reversed(list(state.files.items())):
         config = editors[path]
-        old = _read(config)
-        new = config.revert(old, undo)
-        if new != old:
-            _replace(config.path, new, backups / config.label)
-            done.append(f"{config.label}: restored {path}")
+        if config.path.exists():
+            old = config.path.read_text()
+            new = config.revert(old, undo)
+            if new != old:
+                _replace(config.path, new, backups / config.label)
+                done.append(f"{config.label}: restored {path}")
+        else:  # OpenNebula removed before onevita: its files went with it
+            done.append(f"{config.label}: {path} is gone, nothing to undo")
         del state.files[path]
         state.save()
     done += remotes_tree.remove(layout.remotes, state.remotes)
