@@ -1,6 +1,8 @@
 """``python -m demo``: a VM disk lifecycle through onevita's real entry points, in both job modes.
 
-Each step is printed as OpenNebula's one_tm / one_datastore run it (argv relative to the remotes
+First ``onevita install`` puts the driver into a scratch front-end shaped like OpenNebula 7.0
+(twice: the second run changes nothing) and ``onevita doctor`` checks it. Each lifecycle step is
+then printed as OpenNebula's one_tm / one_datastore run it (argv relative to the remotes
 directory), with its exit code, wall time and the driver's log lines; then the images left in
 the cluster, and a per-action time comparison of the ssh and front-end modes. Exits 1 if any
 step fails or anything but one-5 and one-7 is left.
@@ -9,11 +11,13 @@ step fails or anything but one-5 and one-7 is left.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 from demo import MODES, Lifecycle, StepFailed, World
 from tests.cloud import REMOTES, Result
+from tests.install.conftest import ZIPAPP, make_frontend
 
 EXPECTED = {"one-5", "one-7"}
 TITLES = {"ssh": "ssh mode: jobs run on the VM's host / a BRIDGE_LIST host over one ssh call",
@@ -33,6 +37,22 @@ def show(label: str, result: Result) -> None:
 
 def note(text: str) -> None:
     print(f"  >> {text}")
+
+
+def install(world: World) -> bool:
+    """onevita install, install again, doctor: on a scratch OpenNebula 7.0 front-end's files."""
+    print(f"\n{'=' * 100}\nonevita install into a scratch OpenNebula 7.0 front-end\n{'=' * 100}")
+    cloud = world.cloud("frontend", "demo-install")
+    frontend = make_frontend("7.0", world.base / "frontend-root", dict(cloud.env))
+    ok = True
+    for args in (["install"], ["install"], ["doctor"]):
+        proc = subprocess.run(["/usr/bin/python3", str(ZIPAPP), *args, "--root", str(frontend.root)],
+                              capture_output=True, text=True, env=frontend.env, check=False)
+        print(f"\n$ python3 onevita.pyz {' '.join(args)} --root {frontend.root}\n  exit {proc.returncode}")
+        for line in (proc.stdout + proc.stderr).splitlines():
+            print(f"  | {line}")
+        ok = ok and proc.returncode == 0
+    return ok
 
 
 def run_mode(world: World, mode: str) -> tuple[Lifecycle, bool]:
@@ -77,7 +97,8 @@ def main() -> int:
         print(f"etcd {world.etcd.url}, sshd 127.0.0.1:{world.sshd.port} (node1, node2, bridge1, bridge2, "
               f"one-fe), oned stand-in {world.oned.endpoint}")
         print(f"remotes {REMOTES}, working directory {world.base}")
-        for mode in MODES:
+        ok = install(world)
+        for mode in MODES if ok else ():
             lives[mode], mode_ok = run_mode(world, mode)
             ok = ok and mode_ok
             if not mode_ok:

@@ -157,18 +157,19 @@ def install(*argv: str) -> int:
         return 0
     state = State(layout.state_file)
     backups = layout.state_dir / "backups" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    done = remotes_tree.place(layout.remotes, pyz, layout.state_dir / "replaced")
-    state.remotes += [change.undo for change in done]
+    placed = remotes_tree.place(layout.remotes, pyz, layout.state_dir / "replaced")
+    state.remotes += [change.undo for change in placed]
     state.save()
+    done = remotes_tree.summarise(layout.remotes, placed)
     for config, old, new, changes in planned:
         if not changes:
             continue
         _edit(config, old, new, backups / config.label)
         state.files.setdefault(str(config.path), []).extend(change.undo for change in changes)
         state.save()
-        done += changes
-    for change in done:
-        print(change.summary)
+        done += [change.summary for change in changes]
+    for line in done:
+        print(line)
     if note:
         print(note)
     if done:

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from .edits import Change
 
 __all__ = ["HOME", "LAUNCHER", "ZIPAPP", "action_links", "build_info", "launcher_text", "place", "remove",
-           "running_zipapp"]
+           "running_zipapp", "summarise"]
 
 HOME = "onevita"
 ZIPAPP = f"{HOME}/onevita.pyz"
@@ -135,15 +135,30 @@ def place(remotes: Path, pyz: Path, replaced_dir: Path) -> list[Change]:
     return changes
 
 
+def summarise(remotes: Path, changes: list[Change]) -> list[str]:
+    """What ``place`` did, for the admin: plain new links counted per directory, the rest as is."""
+    lines: list[str] = []
+    linked: dict[str, int] = {}
+    for change in changes:
+        if change.undo.get("op") == "link" and "replaced" not in change.undo:
+            directory = str(remotes / Path(change.undo["path"]).parent)
+            linked[directory] = linked.get(directory, 0) + 1
+        else:
+            lines.append(change.summary)
+    return lines + [f"remotes: linked {count} actions in {directory} to the launcher"
+                    for directory, count in linked.items()]
+
+
 def remove(remotes: Path, undo: list[dict[str, Any]]) -> list[str]:
     """Undo ``place``: links, files and directories it made, the replaced files put back."""
     done = []
+    unlinked = 0
     for record in reversed(undo):
         path = remotes / record["path"]
         if record["op"] == "link":
             if path.is_symlink() and os.readlink(path) == action_links().get(record["path"]):
                 path.unlink()
-                done.append(f"remotes: removed {path}")
+                unlinked += 1
             replaced = record.get("replaced")
             if replaced and Path(replaced).exists() and not path.exists():
                 os.replace(replaced, path)
@@ -159,4 +174,6 @@ def remove(remotes: Path, undo: list[dict[str, Any]]) -> list[str]:
             else:
                 path.rmdir()
             done.append(f"remotes: removed {path}")
+    if unlinked:
+        done.insert(0, f"remotes: removed {unlinked} action links")
     return done
