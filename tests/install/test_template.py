@@ -38,7 +38,7 @@ class TestFixtures:
         assert tm is not None and " -d dummy," in (tm.get("ARGUMENTS") or "")
         ds = tmpl.vector("DATASTORE_MAD")
         assert ds is not None and " -s " in (ds.get("ARGUMENTS") or "")
-        assert len(tmpl.vectors("TM_MAD_CONF")) >= 8
+        assert len(tmpl.vectors("TM_MAD_CONF")) >= 4
         assert tmpl.vector("TM_MAD_CONF", NAME="ceph") is not None
         assert tmpl.vector("DS_MAD_CONF", NAME="ceph").get("REQUIRED_ATTRS") == "DISK_TYPE,BRIDGE_LIST"
         assert "POOL_NAME" in [a.value.text for a in tmpl.singles("INHERIT_DATASTORE_ATTR")]
