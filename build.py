@@ -86,7 +86,8 @@ def build_pyz(site: Path, dist: Path) -> Path:
     """Pack the tree with shiv (reproducible, interpreter pinned, no site, isolated)."""
     dist.mkdir(parents=True, exist_ok=True)
     pyz = dist / "onevita.pyz"
-    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "1700000000")}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", build_packages.DEFAULT_EPOCH)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": epoch}
     subprocess.run([sys.executable, "-m", "shiv", "--site-packages", str(site), "--reproducible",
                     "--compile-pyc", "-p", "/usr/bin/python3 -IS", "-e", "onevita.__main__:main",
                     "-o", str(pyz)], check=True, env=env)

@@ -35,7 +35,7 @@ MAINTAINER = "onevita maintainers <onevita@localhost>"
 DOC_FILES = ("README.md", "examples/vitastor-image-datastore.conf", "examples/vitastor-system-datastore.conf")
 # platform.machine() → (Debian, rpm) architecture; build.py fetches wheels for the same machine.
 ARCHES = {"x86_64": ("amd64", "x86_64"), "aarch64": ("arm64", "aarch64")}
-# The same default as build.py's zipapp, so that both are reproducible without the variable.
+# SOURCE_DATE_EPOCH when unset, for the zipapp (build.py) and the packages alike: reproducible builds.
 DEFAULT_EPOCH = "1700000000"
 
 PAYLOAD_PYZ = "usr/lib/onevita/onevita.pyz"

@@ -19,10 +19,12 @@ from typing import Any, Callable
 import orjson
 
 from ..errors import ConfigError, OnevitaError
-from ..one.model import parse_datastore_pool
+from ..one.model import Datastore, parse_datastore_pool
 from ..one.xmlrpc import oned
+from ..vitastor.config import DEFAULT_CONFIG_PATH
 from . import apparmor, downloader, oned_conf, remotes_tree, vmm_execrc
 from .edits import Change
+from .files import replace_file
 from .layout import Layout, layout_arguments
 
 __all__ = ["install", "uninstall"]
@@ -31,7 +33,6 @@ APPLIED = "OK, Vitastor OpenNebula patches successfully applied"
 ALREADY = "OK, Vitastor OpenNebula patches are already applied"
 REMOVED = "OK, Vitastor OpenNebula patches successfully removed"
 NOTHING = "OK, no Vitastor OpenNebula patches to remove"
-DEFAULT_CONF = "/etc/vitastor/vitastor.conf"
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,15 @@ class ConfigFile:
     may_be_missing: bool = False
 
 
-def config_files(layout: Layout, conf_paths: list[str]) -> list[ConfigFile]:
-    """The files install edits, in the order it edits them."""
+def config_files(layout: Layout, conf_paths: list[str], with_apparmor: bool) -> list[ConfigFile]:
+    """The files install edits, in the order it edits them; AppArmor's only ``with_apparmor``
+    (in use now, for install and doctor; always for uninstall: it may have been at install)."""
     files = [
         ConfigFile("oned.conf", layout.oned_conf, oned_conf.apply, oned_conf.revert, oned_conf.check),
         ConfigFile("vmm_execrc", layout.vmm_execrc, vmm_execrc.apply, vmm_execrc.revert, vmm_execrc.check),
         ConfigFile("downloader.sh", layout.downloader, downloader.apply, downloader.revert, downloader.check),
     ]
-    if apparmor.in_use(str(layout.root)):
+    if with_apparmor:
         files.append(ConfigFile(
             "AppArmor", layout.apparmor_libvirt_qemu,
             lambda text: apparmor.apply(text, conf_paths), apparmor.revert,
@@ -61,16 +63,21 @@ def config_files(layout: Layout, conf_paths: list[str]) -> list[ConfigFile]:
     return files
 
 
+def vitastor_datastores() -> list[Datastore]:
+    """Every datastore oned knows whose transfer or datastore driver is vitastor."""
+    pool = parse_datastore_pool(oned().datastorepool_info())
+    return [datastore for datastore in pool if "vitastor" in (datastore.tm_mad, datastore.ds_mad)]
+
+
 def vitastor_conf_paths() -> tuple[list[str], str | None]:
     """VITASTOR_CONF of every Vitastor datastore (and the default path), and a note when oned
     cannot be asked (a package installed before oned runs): install can be run again later."""
-    paths = {DEFAULT_CONF}
+    paths = {DEFAULT_CONFIG_PATH}
     try:
-        for datastore in parse_datastore_pool(oned().datastorepool_info()):
-            if "vitastor" in (datastore.tm_mad, datastore.ds_mad):
-                paths.add(datastore.vitastor().conf or DEFAULT_CONF)
+        paths.update(datastore.vitastor().conf or DEFAULT_CONFIG_PATH for datastore in vitastor_datastores())
     except (OnevitaError, OSError) as e:
-        return sorted(paths), f"note: datastores not read from oned ({e}); only {DEFAULT_CONF} is covered"
+        note = f"note: datastores not read from oned ({e}); only {DEFAULT_CONFIG_PATH} is covered"
+        return sorted(paths), note
     return sorted(paths), None
 
 
@@ -85,15 +92,13 @@ class State:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = {"files": self.files, "remotes": self.remotes}
-        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, self.path)
+        replace_file(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
 def _read(config: ConfigFile) -> str:
     try:
-        return config.path.read_text()
+        return config.path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if config.may_be_missing:
             return ""
@@ -107,22 +112,18 @@ def _replace(path: Path, new: str, backups: Path) -> None:
         backups.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, backups / path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.onevita-tmp")
-    tmp.write_text(new)
-    if path.exists():
-        info = path.stat()
-        os.chmod(tmp, info.st_mode & 0o7777)
-        if os.geteuid() == 0:
-            os.chown(tmp, info.st_uid, info.st_gid)
-    else:
-        os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    if not path.exists():
+        replace_file(path, new.encode())
+        return
+    info = path.stat()
+    owner = (info.st_uid, info.st_gid) if os.geteuid() == 0 else None
+    replace_file(path, new.encode(), info.st_mode & 0o7777, owner)
 
 
 def _edit(config: ConfigFile, old: str, new: str, backups: Path) -> None:
     """Write an installed file, re-read it and check it; put the old text back if it fails."""
     _replace(config.path, new, backups)
-    written = config.path.read_text()
+    written = config.path.read_text(encoding="utf-8")
     problems = config.check(written) if written == new else [f"{config.path} reads back differently"]
     if problems:
         _replace(config.path, old, backups.with_name(backups.name + "-failed"))
@@ -145,7 +146,7 @@ def install(*argv: str) -> int:
     pyz = remotes_tree.running_zipapp()
     conf_paths, note = vitastor_conf_paths()
     planned = []
-    for config in config_files(layout, conf_paths):
+    for config in config_files(layout, conf_paths, apparmor.in_use(str(layout.root))):
         old = _read(config)
         new, changes = config.apply(old)
         planned.append((config, old, new, changes))
@@ -188,13 +189,13 @@ def uninstall(*argv: str) -> int:
         print(NOTHING)
         return 0
     state = State(layout.state_file)
-    editors = {str(c.path): c for c in config_files(layout, []) + [_apparmor_file(layout)]}
+    editors = {str(c.path): c for c in config_files(layout, [], with_apparmor=True)}
     backups = layout.state_dir / "backups" / time.strftime("%Y%m%dT%H%M%SZ-uninstall", time.gmtime())
     done = []
     for path, undo in reversed(list(state.files.items())):
         config = editors[path]
         if config.path.exists():
-            old = config.path.read_text()
+            old = config.path.read_text(encoding="utf-8")
             new = config.revert(old, undo)
             if new != old:
                 _replace(config.path, new, backups / config.label)
@@ -210,8 +211,3 @@ def uninstall(*argv: str) -> int:
     print(REMOVED if done else NOTHING)
     return 0
 
-
-def _apparmor_file(layout: Layout) -> ConfigFile:
-    """The AppArmor editor even where AppArmor is off now: it may have been on at install."""
-    return ConfigFile("AppArmor", layout.apparmor_libvirt_qemu, lambda t: (t, []), apparmor.revert,
-                      lambda t: [], may_be_missing=True)

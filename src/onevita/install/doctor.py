@@ -16,14 +16,14 @@ from pathlib import Path
 
 from ..cluster import UNAVAILABLE_HOST_STATES
 from ..errors import ConfigError, OnevitaError
-from ..one.model import Datastore, parse_datastore_pool, parse_host_states
+from ..one.model import Datastore, parse_host_states
 from ..one.xmlrpc import oned
 from ..run import run_on, scripts_remote_dir
 from ..vitastor import client
-from ..vitastor.config import read_config
+from ..vitastor.config import DEFAULT_CONFIG_PATH, read_config
 from ..vitastor.jobs import open_catalog
-from . import remotes_tree
-from .command import DEFAULT_CONF, config_files
+from . import apparmor, remotes_tree
+from .command import config_files, vitastor_datastores
 from .layout import Layout, layout_arguments
 
 __all__ = ["doctor"]
@@ -47,7 +47,7 @@ def _fail(text: str) -> Finding:
 
 def check_config_files(layout: Layout, conf_paths: list[str]) -> Iterator[Finding]:
     """oned.conf, vmm_execrc, downloader.sh and AppArmor hold what install puts there."""
-    for config in config_files(layout, conf_paths):
+    for config in config_files(layout, conf_paths, apparmor.in_use(str(layout.root))):
         if not config.path.exists() and not config.may_be_missing:
             yield _fail(f"{config.path} is missing")
             continue
@@ -109,7 +109,7 @@ def check_datastore(datastore: Datastore) -> Iterator[Finding]:
     except OnevitaError as e:
         yield _fail(f"{what}: {e}")
         return
-    yield _ok(f"{what}: etcd of {settings.conf or DEFAULT_CONF} answers, pool {pool.name} exists")
+    yield _ok(f"{what}: etcd of {settings.conf or DEFAULT_CONFIG_PATH} answers, pool {pool.name} exists")
 
 
 def check_library(conf: str | None) -> Iterator[Finding]:
@@ -143,11 +143,11 @@ def findings(layout: Layout, hosts: bool) -> Iterator[Finding]:
     datastores: list[Datastore] = []
     if frontend:
         try:
-            datastores = [d for d in parse_datastore_pool(oned().datastorepool_info())
-                          if "vitastor" in (d.tm_mad, d.ds_mad)]
+            datastores = vitastor_datastores()
         except (OnevitaError, OSError) as e:
             yield _fail(f"oned: cannot list datastores: {e}")
-    confs = sorted({d.template.get("VITASTOR_CONF") or DEFAULT_CONF for d in datastores} or {DEFAULT_CONF})
+    confs = sorted({d.template.get("VITASTOR_CONF") or DEFAULT_CONFIG_PATH for d in datastores}
+                   or {DEFAULT_CONFIG_PATH})
     if frontend:
         yield from check_config_files(layout, confs)
         yield from check_remotes(layout)

@@ -7,7 +7,6 @@ copied ``onevita.pyz`` is enough to install.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ import orjson
 from ..actions import ACTIONS, DRIVER_DIRS
 from ..errors import ConfigError
 from .edits import Change
+from .files import replace_file
 
 __all__ = ["HOME", "LAUNCHER", "ZIPAPP", "action_links", "build_info", "launcher_text", "place", "remove",
            "running_zipapp", "summarise"]
@@ -72,15 +72,7 @@ def running_zipapp() -> Path:
 def _same_bytes(path: Path, data: bytes) -> bool:
     if not path.is_file() or path.is_symlink() or path.stat().st_size != len(data):
         return False
-    return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` in one rename, so oned never runs a half-copied zipapp or launcher."""
-    tmp = path.with_name(f".{path.name}.onevita-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, path)
+    return path.read_bytes() == data
 
 
 def _own_like_remotes(remotes: Path, changes: list[Change]) -> None:
@@ -110,7 +102,7 @@ def place(remotes: Path, pyz: Path, replaced_dir: Path) -> list[Change]:
                              (LAUNCHER, launcher_text(build_id, pythons).encode(), 0o755)):
         if not _same_bytes(remotes / path, data):
             existed = (remotes / path).exists()
-            _write(remotes / path, data, mode)
+            replace_file(remotes / path, data, mode)  # oned never runs a half-copied file
             verb = "updated" if existed else "placed"
             changes.append(Change(f"remotes: {verb} {remotes / path} (build {build_id[:12]})",
                                   {"op": "file", "path": path}))
