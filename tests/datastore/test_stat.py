@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 import pytest
 
 from tests.cloud import Cloud
-from tests.datastore.util import MIB, image_data
+from tests.datastore.util import MIB
+from tests.harness import documents as docs
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "bzip2": bz2.compress,
                                                     "xz": lzma.compress}
@@ -64,7 +65,7 @@ def run_stat(cloud: Cloud, path: str, **ds: str) -> tuple[int, str, str]:
     """Run stat for IMAGE/PATH ``path`` (datastore attributes ``ds`` added); (rc, stdout, reason)."""
     if ds:
         cloud.add_datastores(**ds)
-    result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=path, persistent=False))
+    result = cloud.run("datastore/stat", "3", stdin=cloud.action_data(image=docs.stat_image_xml(path)))
     return result.rc, result.stdout, result.reason
 
 
@@ -165,9 +166,9 @@ class TestUrlAndErrors:
 
     @pytest.mark.parametrize("path", ["ftp://example.com/disk.img", "disk.img", "vitastor://bridge1/one-5"])
     def test_unsupported_path(self, cloud: Cloud, path: str) -> None:
-        result = cloud.run("datastore/stat", "3", stdin=image_data(cloud, -1, path=path))
-        assert (result.rc, result.stdout, result.reason) == (1, "", f"unsupported image PATH {path!r}")
-        assert result.errors
+        rc, stdout, reason = run_stat(cloud, path)
+        assert (rc, stdout, reason) == (1, "", f"unsupported image PATH {path!r}")
+        assert cloud.history[-1].errors
 
     def test_missing_file(self, cloud: Cloud, tmp_path: Path) -> None:
         path = str(tmp_path / "nothing.img")

@@ -222,6 +222,14 @@ def image_xml(image_id: int, *, name: str, source: str, size_mb: int, ds_id: int
     return _serialize(image)
 
 
+def stat_image_xml(path: str) -> str:
+    """The ``<IMAGE>`` of a ``stat`` request: oned asks at allocate time, before the image exists,
+    and sends IMAGE/PATH alone (``ImageManager::stat_image``)."""
+    image = etree.Element("IMAGE")
+    _text(image, "PATH", path)
+    return _serialize(image)
+
+
 def host_xml(host_id: int, name: str, state: int = HOST_MONITORED) -> str:
     """``<HOST>`` with the fields a driver filters bridges on (ID, NAME, STATE)."""
     host = etree.Element("HOST")

@@ -115,9 +115,9 @@ def stat(request_id: str) -> None:
     """``stat REQUEST_ID``: print the size in MB, rounded up, of the image ``cp`` would make of
     IMAGE/PATH (see the module's docstring)."""
     data = parse_action_data(sys.stdin.buffer.read())
-    if data.image is None or not data.image.path:
+    path = data.image_path
+    if not path:
         raise BadRequest("stat needs IMAGE/PATH")
-    path = data.image.path
     if path.startswith(("http://", "https://")):
         size = _url_size(path)
     elif path.startswith("/"):

@@ -186,11 +186,25 @@ class Image:
 
 @dataclass(frozen=True)
 class ActionData:
-    """A decoded ``DS_DRIVER_ACTION_DATA`` message: datastore, optional image, extra elements."""
+    """A decoded ``DS_DRIVER_ACTION_DATA`` message: datastore, optional IMAGE, extra elements.
+
+    The IMAGE is kept as XML and read on demand: ``stat`` runs at allocate time, before the
+    image exists, and oned then sends only ``<IMAGE><PATH>…</PATH>[<BACKUP_JOB_ID>]</IMAGE>``
+    (ImageManager::stat_image), with no ID to parse a whole image from."""
 
     datastore: Datastore
-    image: Image | None
+    image_node: etree._Element | None
     extra: dict[str, str]
+
+    @property
+    def image(self) -> Image | None:
+        """The whole IMAGE document, as every action but ``stat`` gets it."""
+        return parse_image(self.image_node) if self.image_node is not None else None
+
+    @property
+    def image_path(self) -> str:
+        """IMAGE/PATH, the one element ``stat`` gets."""
+        return _text(self.image_node, "PATH") if self.image_node is not None else ""
 
 
 def parse_datastore(text: str | bytes | etree._Element) -> Datastore:
@@ -266,7 +280,7 @@ def parse_action_data(stdin: bytes) -> ActionData:
              if isinstance(c.tag, str) and c.tag not in ("DATASTORE", "IMAGE") and len(c) == 0}
     return ActionData(
         datastore=parse_datastore(ds_node),
-        image=parse_image(image_node) if image_node is not None else None,
+        image_node=image_node,
         extra=extra,
     )
 
