@@ -26,8 +26,9 @@ import orjson
 
 from . import log
 from .errors import BadRequest, ConfigError, OnevitaError, RemoteError, by_kind
+from .one.location import scripts_remote_dir
 from .one.model import VitastorSettings
-from .run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
+from .run import CommandFailed, run, ssh_argv, ssh_failure
 
 if TYPE_CHECKING:
     from .datastore.source import Reader

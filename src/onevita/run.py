@@ -17,10 +17,7 @@ from .names import check_host
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["CommandFailed", "run", "run_on", "scripts_remote_dir", "ssh_argv", "ssh_failure"]
-
-ONE_CONFIG = "/var/lib/one/config"
-
+__all__ = ["CommandFailed", "run", "run_on", "ssh_argv", "ssh_failure"]
 
 class CommandFailed(OnevitaError):
     """A command exited non-zero."""
@@ -69,19 +66,3 @@ def run_on(host: str, script: str, *args: str, what: str) -> str:
     if proc.returncode != 0:
         raise CommandFailed(ssh_failure(host, proc.returncode, proc.stderr.decode(errors="replace"), what))
     return proc.stdout.decode(errors="replace").strip()
-
-
-def scripts_remote_dir() -> str:
-    """Where hosts keep OpenNebula's remotes: ``SCRIPTS_REMOTE_DIR`` (oned writes it to
-    /var/lib/one/config; the driver framework does not export it), default /var/tmp/one."""
-    if os.environ.get("SCRIPTS_REMOTE_DIR"):
-        return os.environ["SCRIPTS_REMOTE_DIR"]
-    try:
-        with open(ONE_CONFIG) as f:
-            for line in f:
-                key, _, value = line.strip().partition("=")
-                if key == "SCRIPTS_REMOTE_DIR" and value:
-                    return value.strip().strip('"')
-    except OSError:
-        pass
-    return "/var/tmp/one"  # noqa: S108 (OpenNebula's default SCRIPTS_REMOTE_DIR)

@@ -12,7 +12,8 @@ import orjson
 from ..cluster import bridge, pass_logs, run_job
 from ..errors import BadRequest, OnevitaError, RemoteError
 from ..names import check_conf, check_host, check_image
-from ..run import CommandFailed, scripts_remote_dir, ssh_argv, ssh_failure
+from ..one.location import scripts_remote_dir
+from ..run import CommandFailed, ssh_argv, ssh_failure
 from ..vitastor.config import DEFAULT_CONFIG_PATH
 from .common import read_action
 

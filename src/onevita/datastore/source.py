@@ -24,6 +24,7 @@ import zlib
 from typing import Any, Protocol
 
 from ..errors import BadRequest, OnevitaError
+from ..one.location import etc_dir, var_dir
 
 __all__ = ["CHUNK", "ChecksumMismatch", "ImageSource", "Reader", "detect_format", "open_source",
            "parse_bandwidth", "restricted_dirs"]
@@ -62,8 +63,7 @@ def parse_bandwidth(value: str) -> int | None:
 def restricted_dirs(extra: str) -> str:
     """RESTRICTED_DIRS as ``set_up_datastore`` builds it: oned's var and etc directories (under
     ONE_LOCATION when set), $HOME/, then the datastore's own list."""
-    location = os.environ.get("ONE_LOCATION")
-    var, etc = (f"{location}/var/", f"{location}/etc/") if location else ("/var/lib/one/", "/etc/one/")
+    var, etc = f"{var_dir()}/", f"{etc_dir()}/"
     home = os.environ.get("HOME", "")
     return " ".join(d for d in (var, etc, f"{home}/" if home else "", extra.strip()) if d)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ..cluster import UNAVAILABLE_HOST_STATES
 from ..errors import ConfigError, OnevitaError
+from ..one.location import scripts_remote_dir
 from ..one.model import Datastore, parse_host_states
 from ..one.xmlrpc import oned
-from ..run import run_on, scripts_remote_dir
+from ..run import run_on
 from ..vitastor import client
 from ..vitastor.config import DEFAULT_CONFIG_PATH, read_config
 from ..vitastor.jobs import open_catalog
@@ -82,7 +83,7 @@ def _readlink(path: Path) -> str:
 def check_hosts_synced(layout: Layout) -> Iterator[Finding]:
     """Every usable host has the front-end's zipapp (``onehost sync`` copies it)."""
     local = hashlib.sha256((layout.remotes / remotes_tree.ZIPAPP).read_bytes()).hexdigest()
-    remote_pyz = os.path.join(scripts_remote_dir(), remotes_tree.ZIPAPP)
+    remote_pyz = os.path.join(scripts_remote_dir(str(layout.remotes.parent)), remotes_tree.ZIPAPP)
     for host, state in sorted(parse_host_states(oned().hostpool_info()).items()):
         if state in UNAVAILABLE_HOST_STATES:
             yield Finding("WARN", f"host {host}: not checked, its state is off, error or disabled")

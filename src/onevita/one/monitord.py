@@ -14,13 +14,13 @@ import time
 import zlib
 
 from .. import log
+from .location import etc_dir
 
 __all__ = ["monitord_address", "send_to_monitor"]
 
 
 def _conf_path() -> str:
-    location = os.environ.get("ONE_LOCATION")
-    return f"{location}/etc/monitord.conf" if location else "/etc/one/monitord.conf"
+    return f"{etc_dir()}/monitord.conf"
 
 
 def monitord_address() -> tuple[str, int, bool]:

@@ -21,8 +21,9 @@ from lxml import etree
 
 from ..errors import BadRequest
 from ..one.args import int_arg
+from ..one.location import scripts_remote_dir
 from ..one.model import VM, Disk, parse_vm
-from ..run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
+from ..run import CommandFailed, run, ssh_argv, ssh_failure
 from .deploy import BLOCKIO, DISK_FILE, XML_PARSER, decode_b64, vitastor_source
 
 __all__ = ["attach_disk", "device_xml"]

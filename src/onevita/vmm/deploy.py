@@ -29,14 +29,14 @@ from lxml import etree
 from ..errors import BadRequest
 from ..names import check_conf
 from ..one.args import int_arg
+from ..one.location import datastore_location, scripts_remote_dir
 from ..one.model import VM, Disk, parse_vm
-from ..run import CommandFailed, run, scripts_remote_dir, ssh_argv, ssh_failure
+from ..run import CommandFailed, run, ssh_argv, ssh_failure
 from ..tm.common import datastore, disk_name, oned
 
 __all__ = ["BLOCKIO", "DISK_FILE", "XML_PARSER", "decode_b64", "deploy", "rewrite", "rewrite_disk",
            "vitastor_source"]
 
-DEFAULT_DATASTORE_LOCATION = "/var/lib/one//datastores"
 DISK_FILE = re.compile(r"(?P<sysdir>.*)/disk\.(?P<id>[0-9]+)")
 _DEPLOYMENT = re.compile(r"deployment\.[0-9]+")
 _PATH = re.compile(r"(/[A-Za-z0-9_.+-]*)+")  # plain absolute paths only (they reach ssh argv)
@@ -189,7 +189,7 @@ def rewrite(xml: bytes, domain: etree._Element, vm: VM) -> bytes:
 
 def _system_dir(domain: etree._Element, vm: VM) -> str:
     """``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>`` on the host: the directory of the VM's
-    ``disk.N`` files in the domain, else oned's default DATASTORE_LOCATION."""
+    ``disk.N`` files in the domain, else oned's DATASTORE_LOCATION."""
     if vm.system_ds_id is None:
         raise BadRequest(f"VM {vm.id} has no HISTORY: no system datastore to deploy in")
     tail = f"/{vm.system_ds_id}/{vm.id}"
@@ -197,7 +197,7 @@ def _system_dir(domain: etree._Element, vm: VM) -> str:
         match = DISK_FILE.fullmatch(source.get("file", ""))
         if match and match["sysdir"].endswith(tail) and _PATH.fullmatch(match["sysdir"]):
             return match["sysdir"]
-    return f"{DEFAULT_DATASTORE_LOCATION}{tail}"
+    return f"{datastore_location()}{tail}"
 
 
 def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
