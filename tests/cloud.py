@@ -115,11 +115,22 @@ def b64(text: str) -> bytes:
     return base64.b64encode(text.encode())
 
 
+def write_oned_config(var_dir: Path, **settings: str) -> None:
+    """``<var>/config`` as oned writes it at start (its effective oned.conf, ``KEY=VALUE`` lines),
+    where OpenNebula's drivers, and onevita, read SCRIPTS_REMOTE_DIR and DATASTORE_LOCATION."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    defaults = {"DATASTORE_LOCATION": f"{var_dir}//datastores", "SCRIPTS_REMOTE_DIR": "/var/tmp/one"}
+    lines = [f"{key}={value}" for key, value in {**defaults, **settings}.items()]
+    (var_dir / "config").write_text("\n".join(lines) + "\n")
+
+
 def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_file: Path,
                one_location: Path, shiv_root: Path, vitastor_cli: str,
                libvitastor: Optional[str] = None) -> dict[str, str]:
     """The environment one_tm/one_datastore would give the driver, pointed at the test world
-    (``libvitastor``: the libvitastor_client to load, when not the system's)."""
+    (``libvitastor``: the libvitastor_client to load, when not the system's); oned's
+    ``<ONE_LOCATION>/var/config`` names ``host_remotes`` as SCRIPTS_REMOTE_DIR."""
+    write_oned_config(one_location / "var", SCRIPTS_REMOTE_DIR=str(host_remotes))
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
@@ -127,7 +138,6 @@ def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_
         "ONE_AUTH": str(auth_file),
         "ONE_LOCATION": str(one_location),
         "ONEVITA_SSH_CONFIG": str(ssh_config),
-        "SCRIPTS_REMOTE_DIR": str(host_remotes),
         "SHIV_ROOT": str(shiv_root),
         "ONEVITA_VITASTOR_CLI": vitastor_cli,
     }

@@ -17,7 +17,7 @@ import pytest
 
 from onevita.vitastor.catalog import Catalog
 from onevita.vitastor.jobs import open_catalog
-from tests.cloud import IMAGE_DS, REMOTES, Cloud, Result
+from tests.cloud import IMAGE_DS, REMOTES, Cloud, Result, write_oned_config
 from tests.harness import documents as docs
 from tests.harness._process import free_ports
 from tests.harness.sshd import Sshd
@@ -132,7 +132,8 @@ def test_datastore_action_on_a_dead_bridge(cloud: Cloud, sshd: Sshd) -> None:
 def test_driver_missing_on_the_host(vm12: Cloud, tmp_path: Path) -> None:
     """The remotes were never synced to the host: the reason says how to fix it."""
     remote_dir = tmp_path / "not-synced"
-    result = clone(vm12, env={"SCRIPTS_REMOTE_DIR": str(remote_dir)})
+    write_oned_config(tmp_path / "one" / "var", SCRIPTS_REMOTE_DIR=str(remote_dir))
+    result = clone(vm12, env={"ONE_LOCATION": str(tmp_path / "one")})
     assert result.rc == 1
     assert result.reason.startswith(f"cannot run {remote_dir}/onevita/onevita on node1 (")
     assert result.reason.endswith("No such file or directory): copy the driver to the hosts with "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cloud import write_oned_config
 from tests.conftest import library
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
@@ -23,7 +24,7 @@ def site(oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path, tmp_pa
          sim_libvitastor: Path) -> FrontEnd:
     """A 7.0 front-end whose oned knows a Vitastor image datastore on this test's cluster."""
     env = frontend_env(oned, tmp_path, world)
-    env.update({"ONEVITA_SSH_CONFIG": str(sshd.config_path), "SCRIPTS_REMOTE_DIR": str(world / "host-remotes")})
+    env["ONEVITA_SSH_CONFIG"] = str(sshd.config_path)
     lib = library(sim_libvitastor)
     if lib:
         env["ONEVITA_LIBVITASTOR"] = lib
@@ -31,7 +32,9 @@ def site(oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path, tmp_pa
         "VITASTOR_CONF": str(cluster.config_path), "POOL_NAME": "testpool", "BRIDGE_LIST": "node1"})
     oned.datastores[1] = docs.datastore_xml(1, name="default", ds_type=0, ds_mad="fs", tm_mad="ssh",
                                             template={})
-    return make_frontend("7.0", tmp_path / "root", env)
+    frontend = make_frontend("7.0", tmp_path / "root", env)
+    write_oned_config(frontend.root / "var/lib/one", SCRIPTS_REMOTE_DIR=str(world / "host-remotes"))
+    return frontend
 
 
 def lines(proc: object) -> list[str]:
@@ -73,7 +76,7 @@ def test_a_missing_pool_and_an_unsynced_host_fail(site: FrontEnd, oned: OnedStan
     oned.datastores[101] = docs.datastore_xml(101, name="vitastor-images", ds_type=0, template={
         "VITASTOR_CONF": str(cluster.config_path), "POOL_NAME": "nosuchpool"})
     oned.hosts[0] = docs.host_xml(0, "node1")
-    site.env["SCRIPTS_REMOTE_DIR"] = str(world / "nowhere")
+    write_oned_config(site.root / "var/lib/one", SCRIPTS_REMOTE_DIR=str(world / "nowhere"))
     proc = site.onevita("doctor", "--hosts")
     assert proc.returncode == 1
     out = lines(proc)

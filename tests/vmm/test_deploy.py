@@ -402,11 +402,14 @@ def test_vm_without_context(cloud: Cloud, fake_deploy: FakeDeploy, tmp_path: Pat
                    str(cloud.cluster.config_path))
 
 
-def test_no_file_disks_default_location(cloud: Cloud, fake_deploy: FakeDeploy, tmp_path: Path) -> None:
+def test_no_file_disks_datastore_location(cloud: Cloud, fake_deploy: FakeDeploy, tmp_path: Path) -> None:
+    """No disk path to take the system datastore's directory from: oned's DATASTORE_LOCATION,
+    read from <ONE_LOCATION>/var/config."""
     vm = docs.vm_xml(VM_ID, disks=[])
     domain = domain_xml([])
     run_deploy(cloud, fake_deploy, tmp_path / "fe", domain, vm_xml=vm)
-    assert fake_deploy.argv() == [f"/var/lib/one//datastores/{SYSTEM_DS}/{VM_ID}/deployment.0"]
+    location = cloud.env["ONE_LOCATION"]
+    assert fake_deploy.argv() == [f"{location}/var//datastores/{SYSTEM_DS}/{VM_ID}/deployment.0"]
     assert fake_deploy.stdin() == domain.encode()
 
 
