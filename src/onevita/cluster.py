@@ -53,6 +53,8 @@ JOBS = {
     "make_empty": "onevita.vitastor.volatile:make_empty",
     "fsfreeze": "onevita.libvirt:fsfreeze",
     "fsthaw": "onevita.libvirt:fsthaw",
+    "checkpoint_save": "onevita.vmm.checkpoint:save_on_host",
+    "checkpoint_restore": "onevita.vmm.checkpoint:restore_on_host",
 }
 LOG_PREFIXES = (b"ERROR:", b"INFO:", b"WARN:", b"DEBUG:")
 FRAME = struct.Struct(">I")

@@ -13,14 +13,15 @@ import re
 
 from .errors import BadName
 
-__all__ = ["check_conf", "check_host", "check_image", "check_pool", "check_prefix", "clone_name",
-           "image_name", "snapshot_name", "volatile_name", "checkpoint_name"]
+__all__ = ["check_conf", "check_deploy_id", "check_host", "check_image", "check_path", "check_pool",
+           "check_prefix", "checkpoint_name", "clone_name", "image_name", "snapshot_name", "volatile_name"]
 
 _IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+)?")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _POOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]")
 _CONF = re.compile(r"(/[A-Za-z0-9_.+-]{1,255}){1,32}")
+_DEPLOY_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
@@ -49,11 +50,22 @@ def check_host(host: str) -> str:
     return _check(_HOST, host, "host name")
 
 
-def check_conf(path: str) -> str:
-    """A vitastor.conf path: absolute, plain characters, no ``.`` or ``..`` component."""
+def check_path(path: str, what: str) -> str:
+    """An absolute path of plain characters with no ``.`` or ``..`` component: it may reach
+    OpenNebula's own shell scripts, which expand arguments unquoted."""
     if not _CONF.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
-        raise BadName(f"invalid VITASTOR_CONF path {path!r}")
+        raise BadName(f"invalid {what} {path!r}")
     return path
+
+
+def check_conf(path: str) -> str:
+    """A vitastor.conf path (see ``check_path``)."""
+    return check_path(path, "VITASTOR_CONF path")
+
+
+def check_deploy_id(deploy_id: str) -> str:
+    """A libvirt domain name as oned passes it (``one-12``)."""
+    return _check(_DEPLOY_ID, deploy_id, "deploy id")
 
 
 def image_name(prefix: str, image_id: int) -> str:

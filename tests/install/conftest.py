@@ -12,9 +12,9 @@ import pytest
 
 from tests.cloud import REMOTES
 from tests.harness.oned import OnedStandIn
+from tests.onetrees import VERSIONS, lay_remotes
 
 ONEFILES = Path(__file__).resolve().parent / "onefiles"
-VERSIONS = ["6.8", "6.10", "7.0", "7.2", "7.4"]
 ZIPAPP = REMOTES.parent / "onevita.pyz"
 
 
@@ -24,22 +24,31 @@ class FrontEnd:
 
     root: Path
     env: dict[str, str]
+    one_location: str | None = None  # a self-contained install under root/ONE_LOCATION
+
+    @property
+    def etc(self) -> Path:
+        return self.root / (f"{self.one_location.strip('/')}/etc" if self.one_location else "etc/one")
+
+    @property
+    def var(self) -> Path:
+        return self.root / (f"{self.one_location.strip('/')}/var" if self.one_location else "var/lib/one")
 
     @property
     def oned_conf(self) -> Path:
-        return self.root / "etc/one/oned.conf"
+        return self.etc / "oned.conf"
 
     @property
     def vmm_execrc(self) -> Path:
-        return self.root / "etc/one/vmm_exec/vmm_execrc"
+        return self.etc / "vmm_exec/vmm_execrc"
 
     @property
     def downloader(self) -> Path:
-        return self.root / "var/lib/one/remotes/datastore/downloader.sh"
+        return self.remotes / "datastore/downloader.sh"
 
     @property
     def remotes(self) -> Path:
-        return self.root / "var/lib/one/remotes"
+        return self.var / "remotes"
 
     def files(self) -> dict[str, bytes]:
         """Every regular file and link under the root (links as their target), for comparisons."""
@@ -56,6 +65,8 @@ class FrontEnd:
         """``python3 onevita.pyz COMMAND --root ROOT ...``, as an admin or a package script runs it."""
         command, *rest = args
         extra = ["--root", str(self.root)] if root else []
+        if self.one_location:
+            extra += ["--one-location", self.one_location]
         return subprocess.run(["/usr/bin/python3", str(ZIPAPP), command, *extra, *rest], capture_output=True,
                               text=True, env=self.env, timeout=120)
 
@@ -67,9 +78,12 @@ def frontend_env(oned: OnedStandIn, tmp_path: Path, world: Path) -> dict[str, st
             "ONE_AUTH": str(auth), "SHIV_ROOT": str(world / "shiv")}
 
 
-def make_frontend(version: str, root: Path, env: dict[str, str]) -> FrontEnd:
-    """Copy one version's files into ``root`` where a package-installed OpenNebula keeps them."""
-    frontend = FrontEnd(root, env)
+def make_frontend(version: str, root: Path, env: dict[str, str], one_location: str | None = None) -> FrontEnd:
+    """One version's files under ``root`` where a package-installed OpenNebula keeps them (or a
+    self-contained one under ``one_location``): oned.conf, vmm_execrc, and the tm, datastore and
+    vmm remotes files its install.sh lays out (stand-ins; downloader.sh a real-shaped copy)."""
+    frontend = FrontEnd(root, env, one_location)
+    lay_remotes(version, frontend.remotes)
     for source, target in (("oned.conf", frontend.oned_conf), ("vmm_execrc", frontend.vmm_execrc),
                            ("downloader.sh", frontend.downloader)):
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from onevita.install.template import Attribute, Template, parse
 ONEFILES = Path(__file__).resolve().parent / "onefiles"
 VERSIONS = ["6.8", "6.10", "7.0", "7.2", "7.4"]
 BASH_DRIVER = ONEFILES / "6.10" / "oned.conf.bash-driver"
-LOCAL = "deploy=deploy.vitastor,attach_disk=attach_disk.vitastor"
+LOCAL = "deploy=deploy.vitastor,attach_disk=attach_disk.vitastor,save=save.vitastor,restore=restore.vitastor"
 
 
 def original(version: str) -> str:
@@ -154,7 +154,8 @@ class TestBashDriverPatch:
         text = BASH_DRIVER.read_text()
         new_text, changes = oned_conf.apply(text)
         summaries = [c.summary for c in changes]
-        assert summaries[0] == "oned.conf: VM_MAD kvm ARGUMENTS: added -l attach_disk=attach_disk.vitastor"
+        assert summaries[0] == ("oned.conf: VM_MAD kvm ARGUMENTS: added -l attach_disk=attach_disk.vitastor,"
+                                "save=save.vitastor,restore=restore.vitastor")
         assert len(changes) == 7  # -l attach_disk, 3 VM_RESTRICTED_ATTR, 3 IMAGE_RESTRICTED_ATTR
         after = parse(new_text)
         assert option(arguments(after, "VM_MAD", NAME="kvm"), "-l") == LOCAL
@@ -177,7 +178,7 @@ class TestBashDriverPatch:
     def test_check_reports_only_what_is_missing(self) -> None:
         problems = oned_conf.check(BASH_DRIVER.read_text())
         assert len(problems) == 7
-        assert "-l lacks attach_disk=attach_disk.vitastor" in problems[0]
+        assert "-l lacks attach_disk=attach_disk.vitastor,save=save.vitastor,restore=restore.vitastor" in problems[0]
 
 
 KVM_TEMPLATE = original("7.0")
@@ -207,17 +208,28 @@ class TestLocalActions:
             oned_conf.apply(with_kvm_args('"-t 15 -r 0 kvm -p -l DEPLOY"'))
 
     def test_merge_into_existing_list(self) -> None:
-        text = with_kvm_args('"-t 15 -r 0 kvm -p -l save=save.vitastor,restore=restore.vitastor"')
+        text = with_kvm_args('"-t 15 -r 0 kvm -p -l migrate=migrate_local"')
         new_text, changes = oned_conf.apply(text)
-        assert arguments(parse(new_text), "VM_MAD", NAME="kvm") == (
-            "-t 15 -r 0 kvm -p -l save=save.vitastor,restore=restore.vitastor," + LOCAL)
+        assert arguments(parse(new_text), "VM_MAD", NAME="kvm") == "-t 15 -r 0 kvm -p -l migrate=migrate_local," + LOCAL
         assert oned_conf.revert(new_text, undo_of(changes)) == text
 
+    def test_an_earlier_install_gets_save_and_restore(self) -> None:
+        """A front-end installed before checkpoints went through local actions."""
+        text = with_kvm_args('"-t 15 -r 0 kvm -p -l deploy=deploy.vitastor,attach_disk=attach_disk.vitastor"')
+        new_text, changes = oned_conf.apply(text)
+        assert option(arguments(parse(new_text), "VM_MAD", NAME="kvm"), "-l") == LOCAL
+        assert [c.summary for c in changes][0] == (
+            "oned.conf: VM_MAD kvm ARGUMENTS: added -l save=save.vitastor,restore=restore.vitastor")
+
+    def test_another_save_override_is_a_conflict(self) -> None:
+        with pytest.raises(ConfigError, match="save=save-tweaks"):
+            oned_conf.apply(with_kvm_args('"-t 15 -r 0 kvm -p -l save=save-tweaks"'))
+
     def test_option_in_the_middle_and_long_form(self) -> None:
-        text = with_kvm_args('"-t 15 -l migrate=migrate_local,save -r 0 kvm -p"')
+        text = with_kvm_args('"-t 15 -l migrate=migrate_local,poll -r 0 kvm -p"')
         new_text, _ = oned_conf.apply(text)
         assert arguments(parse(new_text), "VM_MAD", NAME="kvm") == (
-            "-t 15 -l migrate=migrate_local,save," + LOCAL + " -r 0 kvm -p")
+            "-t 15 -l migrate=migrate_local,poll," + LOCAL + " -r 0 kvm -p")
         text = with_kvm_args('"-t 15 -r 0 kvm --local=deploy=deploy.vitastor"')
         new_text, _ = oned_conf.apply(text)
         assert arguments(parse(new_text), "VM_MAD", NAME="kvm") == "-t 15 -r 0 kvm --local=" + LOCAL
@@ -232,11 +244,11 @@ class TestLocalActions:
         assert reverted == text.replace(" kvm -p\"", " kvm -p -w 90\"")
 
     def test_revert_removes_only_our_entries(self) -> None:
-        text = with_kvm_args('"-t 15 -r 0 kvm -p -l save=save.vitastor"')
+        text = with_kvm_args('"-t 15 -r 0 kvm -p -l migrate=migrate_local"')
         new_text, changes = oned_conf.apply(text)
-        edited = new_text.replace("attach_disk=attach_disk.vitastor", "attach_disk=attach_disk.vitastor,poll=x")
+        edited = new_text.replace("restore=restore.vitastor", "restore=restore.vitastor,poll=x")
         reverted = oned_conf.revert(edited, undo_of(changes))
-        assert option(arguments(parse(reverted), "VM_MAD", NAME="kvm"), "-l") == "save=save.vitastor,poll=x"
+        assert option(arguments(parse(reverted), "VM_MAD", NAME="kvm"), "-l") == "migrate=migrate_local,poll=x"
 
     def test_missing_kvm_driver(self) -> None:
         text = KVM_TEMPLATE.replace('NAME           = "kvm"', 'NAME           = "kvm-custom"')

@@ -1,16 +1,24 @@
-"""vmm/kvm/save.vitastor and restore.vitastor through their dist/remotes links, run as the stock
-host-side kvm/save and kvm/restore run them: on the host, with the plain VMM XML on stdin."""
+"""vmm/kvm/save.vitastor and restore.vitastor through their dist/remotes links: as the kvm
+driver's local actions on the front-end (base64 action data; they run the host's stock save and
+restore, stand-ins of our own here, and move the file through Vitastor), and as the hook the
+stock host-side scripts would call (plain XML on stdin, on the host)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import random
+import shutil
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from onevita.vitastor.catalog import Catalog
 from onevita.vitastor.jobs import open_catalog
 from tests.cloud import SYSTEM_DS, Cloud
 from tests.harness import documents as docs
+from tests.harness.user import ActionUser
 
 VM_ID = 12
 MIB = 1 << 20
@@ -117,3 +125,121 @@ def test_bad_arguments(cloud: Cloud, tmp_path: Path) -> None:
     result = cloud.run("vmm/restore.vitastor", str(path), "node1", DEPLOY_ID, str(VM_ID), "node1",
                        stdin=action_data(cloud))
     assert (result.rc, result.reason) == (1, f"Vitastor image {cloud.prefix}-sys-{VM_ID}-checkpoint does not exist")
+
+
+# the kvm driver's local actions (-l save=save.vitastor,restore=restore.vitastor) -------------------
+# Stand-ins for the host's stock vmm/kvm/save and restore, in OpenNebula's argv. save does what
+# its "virsh save DEPLOY_ID FILE" does: write the domain's memory (kvm/memory) to FILE; restore
+# what "virsh restore FILE" does: read it (kept as kvm/restored-by-<host>), and removes FILE as
+# the stock script does. A file kvm/<action>.fail makes it fail as the stock scripts do.
+STOCK = """#!/bin/sh
+here=$(dirname "$0")
+printf '%s\\n' "$0" "$@" "stdin:$(cat | wc -c)" > "$here/{action}.argv"
+if [ -e "$here/{action}.fail" ]; then
+    echo "ERROR: {action}: Command \\"virsh {action}\\" failed: error: {action} failed" >&2
+    echo "Could not {action} $1" >&2
+    exit 1
+fi
+{body}
+"""
+BODIES = {"save": 'cp "$here/memory" "$2"',
+          "restore": 'cp "$1" "$here/restored-by-$2" && rm "$1"'}
+
+
+@pytest.fixture()
+def stock(world: Path, action_user: ActionUser) -> Iterator[Path]:
+    """The hosts' ``vmm/kvm`` with stand-ins for the stock save and restore."""
+    kvm = world / "host-remotes" / "vmm" / "kvm"
+    kvm.mkdir(parents=True, exist_ok=True)
+    made = []
+    for action, body in BODIES.items():
+        script = kvm / action
+        script.write_text(STOCK.format(action=action, body=body))
+        script.chmod(0o755)
+        made.append(script)
+    action_user.give(kvm)
+    yield kvm
+    for path in made:
+        path.unlink()
+    for leftover in kvm.glob("*"):
+        if leftover.name.startswith(("memory", "restored-by-", "save.", "restore.")):
+            leftover.unlink()
+
+
+def local(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def vm_dir(tmp_path: Path, user: ActionUser) -> Path:
+    directory = sysdir(tmp_path)
+    user.give(tmp_path / "datastores")
+    return directory
+
+
+def test_stop_and_resume_on_another_host(cloud: Cloud, stock: Path, tmp_path: Path,
+                                         action_user: ActionUser) -> None:
+    """save on node1 leaves no file there and the memory in Vitastor; restore on node2 hands
+    virsh restore the same bytes, and the checkpoint image goes."""
+    memory = checkpoint_file(stock / "memory", 8 * MIB - 1000)
+    path = vm_dir(tmp_path, action_user) / "checkpoint"
+    result = cloud.ok("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1",
+                      stdin=local(action_data(cloud)))
+    assert (stock / "save.argv").read_text().splitlines() == [
+        str(stock / "save"), DEPLOY_ID, str(path), "node1", str(VM_ID), "node1", "stdin:0"]
+    assert not path.exists()
+    name = f"{cloud.prefix}-sys-{VM_ID}-checkpoint"
+    assert catalog(cloud).get(name).meta == {"onevita_checkpoint_size": len(memory)}
+    assert f"INFO: saved checkpoint of VM {VM_ID}" in result.stderr
+    shutil.rmtree(path.parent)  # another host: nothing of the VM directory there
+    cloud.ok("vmm/restore.vitastor", str(path), "node2", DEPLOY_ID, str(VM_ID), "node2",
+             stdin=local(action_data(cloud)))
+    assert (stock / "restore.argv").read_text().splitlines() == [
+        str(stock / "restore"), str(path), "node2", DEPLOY_ID, str(VM_ID), "node2", "stdin:0"]
+    assert (stock / "restored-by-node2").read_bytes() == memory
+    assert not path.exists()
+    assert catalog(cloud).find(name) is None
+
+
+def test_a_failed_virsh_save_fails_and_stores_nothing(cloud: Cloud, stock: Path, tmp_path: Path,
+                                                      action_user: ActionUser) -> None:
+    (stock / "save.fail").touch()
+    path = vm_dir(tmp_path, action_user) / "checkpoint"
+    result = cloud.run("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1",
+                       stdin=local(action_data(cloud)))
+    assert (result.rc, result.reason) == (1, f"vmm/kvm/save failed (exit 1): Could not save {DEPLOY_ID}")
+    assert [i.name for i in catalog(cloud).inodes.values() if i.name.startswith(cloud.prefix)] == []
+
+
+def test_a_failed_virsh_restore_fails_and_keeps_the_checkpoint(cloud: Cloud, stock: Path, tmp_path: Path,
+                                                               action_user: ActionUser) -> None:
+    checkpoint_file(stock / "memory", MIB)
+    path = vm_dir(tmp_path, action_user) / "checkpoint"
+    args = (str(path), "node1", DEPLOY_ID, str(VM_ID), "node1")
+    cloud.ok("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1", stdin=local(action_data(cloud)))
+    (stock / "restore.fail").touch()
+    result = cloud.run("vmm/restore.vitastor", *args, stdin=local(action_data(cloud)))
+    assert (result.rc, result.reason) == (1, f"vmm/kvm/restore failed (exit 1): Could not restore {path}")
+    name = f"{cloud.prefix}-sys-{VM_ID}-checkpoint"
+    assert catalog(cloud).find(name) is not None  # a retry resumes from it
+    (stock / "restore.fail").unlink()
+    cloud.ok("vmm/restore.vitastor", *args, stdin=local(action_data(cloud)))
+    assert (stock / "restored-by-node1").read_bytes() == (stock / "memory").read_bytes()
+    assert catalog(cloud).find(name) is None
+
+
+def test_resume_without_a_checkpoint_fails_before_virsh(cloud: Cloud, stock: Path, tmp_path: Path,
+                                                       action_user: ActionUser) -> None:
+    path = vm_dir(tmp_path, action_user) / "checkpoint"
+    result = cloud.run("vmm/restore.vitastor", str(path), "node1", DEPLOY_ID, str(VM_ID), "node1",
+                       stdin=local(action_data(cloud)))
+    assert (result.rc, result.reason) == (1, f"Vitastor image {cloud.prefix}-sys-{VM_ID}-checkpoint does not exist")
+    assert not (stock / "restore.argv").exists()
+
+
+@pytest.mark.parametrize("deploy_id", ["one-12;id", "-x", "one 12"])
+def test_deploy_ids_that_are_not_domain_names(cloud: Cloud, stock: Path, tmp_path: Path, deploy_id: str) -> None:
+    path = tmp_path / "checkpoint"
+    result = cloud.run("vmm/save.vitastor", deploy_id, str(path), "node1", str(VM_ID), "node1",
+                       stdin=local(action_data(cloud)))
+    assert (result.rc, result.reason) == (1, f"invalid deploy id {deploy_id!r}")
+    assert not (stock / "save.argv").exists()

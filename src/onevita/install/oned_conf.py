@@ -5,10 +5,12 @@ the one file (OpenNebula's ``share/etc/oned.conf``; driver contract §9 and §12
 
 * ``vitastor`` in the ``-d`` list of ``TM_MAD`` ARGUMENTS and in the ``-d`` and ``-s`` lists of
   ``DATASTORE_MAD`` ARGUMENTS — without them one_tm/one_datastore answer "driver not available";
-* ``-l deploy=deploy.vitastor,attach_disk=attach_disk.vitastor`` in the kvm ``VM_MAD``
-  ARGUMENTS, so deploy and disk hot-plug run onevita's front-end scripts that write Vitastor
-  disks into the domain XML (merged into an existing ``-l``; another driver's override of the
-  same action is a conflict the admin must settle, never overwritten);
+* ``-l deploy=deploy.vitastor,attach_disk=attach_disk.vitastor,save=save.vitastor,
+  restore=restore.vitastor`` in the kvm ``VM_MAD`` ARGUMENTS, so deploy and disk hot-plug run
+  onevita's front-end scripts that write Vitastor disks into the domain XML, and checkpoints
+  (stop, suspend, undeploy) go into Vitastor: the stock ``kvm/save`` never reaches its
+  ``save.<TM_MAD>`` hook (``retry_if`` exits first). Merged into an existing ``-l``; another
+  driver's override of the same action is a conflict the admin must settle, never overwritten;
 * ``INHERIT_DATASTORE_ATTR`` for VITASTOR_CONF and IMAGE_PREFIX, so DISKs carry them;
 * ``VM_RESTRICTED_ATTR`` DISK/VITASTOR_CONF, DISK/POOL_NAME, DISK/IMAGE_PREFIX and
   ``IMAGE_RESTRICTED_ATTR`` VITASTOR_CONF, POOL_NAME, IMAGE_PREFIX: oned copies a datastore
@@ -63,6 +65,7 @@ DS_MAD_CONF: tuple[tuple[str, str], ...] = (
 )
 LOCAL_ACTIONS: tuple[tuple[str, str], ...] = (
     ("deploy", "deploy.vitastor"), ("attach_disk", "attach_disk.vitastor"),
+    ("save", "save.vitastor"), ("restore", "restore.vitastor"),
 )
 INHERIT = ("VITASTOR_CONF", "IMAGE_PREFIX")
 VM_RESTRICTED = ("DISK/VITASTOR_CONF", "DISK/POOL_NAME", "DISK/IMAGE_PREFIX")
@@ -201,7 +204,8 @@ def _driver_list(tmpl: Template, source: str, name: str, short: str, long: str,
 
 
 def _local_actions(tmpl: Template, source: str) -> _Edit | None:
-    """Merge deploy= and attach_disk= overrides into the kvm VM_MAD's ``-l`` list."""
+    """Merge the deploy=, attach_disk=, save= and restore= overrides into the kvm VM_MAD's
+    ``-l`` list."""
     where = {"NAME": KVM}
     what = _describe("VM_MAD", where)
     vec, args = _arguments(tmpl, source, "VM_MAD", where)
