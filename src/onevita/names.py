@@ -20,7 +20,7 @@ _IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+)?")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _POOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]")
-_CONF = re.compile(r"(/[A-Za-z0-9_.+-]{1,255}){1,32}")
+_PATH = re.compile(r"(/[A-Za-z0-9_.+-]{0,255}){1,32}")  # "//" included: DATASTORE_LOCATION has one
 _DEPLOY_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 
@@ -53,7 +53,7 @@ def check_host(host: str) -> str:
 def check_path(path: str, what: str) -> str:
     """An absolute path of plain characters with no ``.`` or ``..`` component: it may reach
     OpenNebula's own shell scripts, which expand arguments unquoted."""
-    if not _CONF.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+    if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
         raise BadName(f"invalid {what} {path!r}")
     return path
 

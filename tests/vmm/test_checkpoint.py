@@ -22,7 +22,7 @@ from tests.harness.user import ActionUser
 
 VM_ID = 12
 MIB = 1 << 20
-DEPLOY_ID = f"one-{VM_ID}"
+DEPLOY_ID = "267e65ab-0e48-4d2a-bf00-36ad450a3e29"  # a kvm deploy id is the domain's UUID
 
 
 def catalog(cloud: Cloud) -> Catalog:
@@ -170,10 +170,12 @@ def local(data: bytes) -> bytes:
     return base64.b64encode(data)
 
 
-def vm_dir(tmp_path: Path, user: ActionUser) -> Path:
-    directory = sysdir(tmp_path)
+def checkpoint_path(tmp_path: Path, user: ActionUser) -> str:
+    """The VM's checkpoint file, named as oned names it (DATASTORE_LOCATION's "//" kept, which
+    pathlib would drop)."""
+    sysdir(tmp_path)
     user.give(tmp_path / "datastores")
-    return directory
+    return f"{tmp_path}//datastores/{SYSTEM_DS}/{VM_ID}/checkpoint"
 
 
 def test_stop_and_resume_on_another_host(cloud: Cloud, stock: Path, tmp_path: Path,
@@ -181,30 +183,30 @@ def test_stop_and_resume_on_another_host(cloud: Cloud, stock: Path, tmp_path: Pa
     """save on node1 leaves no file there and the memory in Vitastor; restore on node2 hands
     virsh restore the same bytes, and the checkpoint image goes."""
     memory = checkpoint_file(stock / "memory", 8 * MIB - 1000)
-    path = vm_dir(tmp_path, action_user) / "checkpoint"
-    result = cloud.ok("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1",
+    path = checkpoint_path(tmp_path, action_user)
+    result = cloud.ok("vmm/save.vitastor", DEPLOY_ID, path, "node1", str(VM_ID), "node1",
                       stdin=local(action_data(cloud)))
     assert (stock / "save.argv").read_text().splitlines() == [
-        str(stock / "save"), DEPLOY_ID, str(path), "node1", str(VM_ID), "node1", "stdin:0"]
-    assert not path.exists()
+        str(stock / "save"), DEPLOY_ID, path, "node1", str(VM_ID), "node1", "stdin:0"]
+    assert not os.path.exists(path)
     name = f"{cloud.prefix}-sys-{VM_ID}-checkpoint"
     assert catalog(cloud).get(name).meta == {"onevita_checkpoint_size": len(memory)}
     assert f"INFO: saved checkpoint of VM {VM_ID}" in result.stderr
-    shutil.rmtree(path.parent)  # another host: nothing of the VM directory there
-    cloud.ok("vmm/restore.vitastor", str(path), "node2", DEPLOY_ID, str(VM_ID), "node2",
+    shutil.rmtree(os.path.dirname(path))  # another host: nothing of the VM directory there
+    cloud.ok("vmm/restore.vitastor", path, "node2", DEPLOY_ID, str(VM_ID), "node2",
              stdin=local(action_data(cloud)))
     assert (stock / "restore.argv").read_text().splitlines() == [
-        str(stock / "restore"), str(path), "node2", DEPLOY_ID, str(VM_ID), "node2", "stdin:0"]
+        str(stock / "restore"), path, "node2", DEPLOY_ID, str(VM_ID), "node2", "stdin:0"]
     assert (stock / "restored-by-node2").read_bytes() == memory
-    assert not path.exists()
+    assert not os.path.exists(path)
     assert catalog(cloud).find(name) is None
 
 
 def test_a_failed_virsh_save_fails_and_stores_nothing(cloud: Cloud, stock: Path, tmp_path: Path,
                                                       action_user: ActionUser) -> None:
     (stock / "save.fail").touch()
-    path = vm_dir(tmp_path, action_user) / "checkpoint"
-    result = cloud.run("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1",
+    path = checkpoint_path(tmp_path, action_user)
+    result = cloud.run("vmm/save.vitastor", DEPLOY_ID, path, "node1", str(VM_ID), "node1",
                        stdin=local(action_data(cloud)))
     assert (result.rc, result.reason) == (1, f"vmm/kvm/save failed (exit 1): Could not save {DEPLOY_ID}")
     assert [i.name for i in catalog(cloud).inodes.values() if i.name.startswith(cloud.prefix)] == []
@@ -213,9 +215,9 @@ def test_a_failed_virsh_save_fails_and_stores_nothing(cloud: Cloud, stock: Path,
 def test_a_failed_virsh_restore_fails_and_keeps_the_checkpoint(cloud: Cloud, stock: Path, tmp_path: Path,
                                                                action_user: ActionUser) -> None:
     checkpoint_file(stock / "memory", MIB)
-    path = vm_dir(tmp_path, action_user) / "checkpoint"
-    args = (str(path), "node1", DEPLOY_ID, str(VM_ID), "node1")
-    cloud.ok("vmm/save.vitastor", DEPLOY_ID, str(path), "node1", str(VM_ID), "node1", stdin=local(action_data(cloud)))
+    path = checkpoint_path(tmp_path, action_user)
+    args = (path, "node1", DEPLOY_ID, str(VM_ID), "node1")
+    cloud.ok("vmm/save.vitastor", DEPLOY_ID, path, "node1", str(VM_ID), "node1", stdin=local(action_data(cloud)))
     (stock / "restore.fail").touch()
     result = cloud.run("vmm/restore.vitastor", *args, stdin=local(action_data(cloud)))
     assert (result.rc, result.reason) == (1, f"vmm/kvm/restore failed (exit 1): Could not restore {path}")
@@ -229,8 +231,8 @@ def test_a_failed_virsh_restore_fails_and_keeps_the_checkpoint(cloud: Cloud, sto
 
 def test_resume_without_a_checkpoint_fails_before_virsh(cloud: Cloud, stock: Path, tmp_path: Path,
                                                        action_user: ActionUser) -> None:
-    path = vm_dir(tmp_path, action_user) / "checkpoint"
-    result = cloud.run("vmm/restore.vitastor", str(path), "node1", DEPLOY_ID, str(VM_ID), "node1",
+    path = checkpoint_path(tmp_path, action_user)
+    result = cloud.run("vmm/restore.vitastor", path, "node1", DEPLOY_ID, str(VM_ID), "node1",
                        stdin=local(action_data(cloud)))
     assert (result.rc, result.reason) == (1, f"Vitastor image {cloud.prefix}-sys-{VM_ID}-checkpoint does not exist")
     assert not (stock / "restore.argv").exists()

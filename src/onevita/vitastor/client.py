@@ -40,9 +40,11 @@ __all__ = ["MIN_VERSION", "copy_image", "export_to_file", "find_library", "impor
 
 MIN_VERSION = (1, 11)
 LIBRARY_ENV = "ONEVITA_LIBVITASTOR"
-LIBRARY_NAMES = ("libvitastor_client.so", "libvitastor_client.so.0")
+SONAME = "libvitastor_client.so.0"
+LIBRARY_NAMES = ("libvitastor_client.so", SONAME)
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
                 "/usr/local/lib64", "/usr/local/lib")
+_LDCONFIG_ABI = {"x86_64": "x86-64", "aarch64": "AArch64"}  # how ldconfig -p flags 64-bit builds
 HELPER = Path(__file__).resolve().parent / "_lib" / "libonevita_vitastor.so"
 ERR_SIZE = 1024
 PROGRESS_SECONDS = 5.0
@@ -54,19 +56,47 @@ PathOrFd = Union[str, "os.PathLike[str]", int]
 Job = Callable[["_Session"], int]
 
 
+def _from_dynamic_linker() -> str | None:
+    """Where the dynamic linker finds the soname: LD_LIBRARY_PATH, then its cache
+    (``ldconfig -p``; Vitastor's own ``make install`` puts the library in
+    /usr/local/lib/<triplet>, which only the cache knows)."""
+    for directory in filter(None, os.environ.get("LD_LIBRARY_PATH", "").split(":")):
+        if os.path.isfile(os.path.join(directory, SONAME)):
+            return os.path.join(directory, SONAME)
+    import subprocess
+
+    try:
+        listing = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, timeout=10,
+                                 check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    abi = _LDCONFIG_ABI.get(os.uname().machine, "")  # a 32-bit build in the cache is not ours
+    for line in listing.splitlines():
+        name, _, rest = line.strip().partition(" (")
+        flags, _, path = rest.partition(") => ")
+        if name == SONAME and abi in flags and os.path.isfile(path):
+            return path
+    return None
+
+
 def find_library() -> str:
-    """The libvitastor_client to load: ``$ONEVITA_LIBVITASTOR``, else the usual library dirs."""
+    """The libvitastor_client to load: ``$ONEVITA_LIBVITASTOR``, else what the dynamic linker
+    finds for its soname, else the usual library dirs."""
     configured = os.environ.get(LIBRARY_ENV)
     if configured:
         if not os.path.isfile(configured):
             raise ConfigError(f"{LIBRARY_ENV}={configured}: no such file")
         return configured
+    found = _from_dynamic_linker()
+    if found:
+        return found
     for directory in LIBRARY_DIRS:
         for name in LIBRARY_NAMES:
             candidate = os.path.join(directory, name)
             if os.path.isfile(candidate):
                 return candidate
-    raise ConfigError("libvitastor_client.so not found (looked in " + ", ".join(LIBRARY_DIRS) +
+    raise ConfigError(f"libvitastor_client.so not found (not known to the dynamic linker as {SONAME}, "
+                      "nor in " + ", ".join(LIBRARY_DIRS) +
                       f"): install the vitastor-client package, or set {LIBRARY_ENV}")
 
 
