@@ -14,7 +14,6 @@ from lxml import etree
 
 STIME = 1727952499  # fixed timestamps keep documents reproducible
 DATASTORE_LOCATION = "/var/lib/one//datastores"  # oned's default, double slash included
-DEFAULT_BACKUP_CONFIG = {"BACKUP_VOLATILE": "NO", "FS_FREEZE": "NONE", "MODE": "FULL"}
 # Host states (include/Host.h)
 HOST_MONITORED = 2
 HOST_ERROR = 3
@@ -163,8 +162,7 @@ def vm_xml(vm_id: int, *, disks: Sequence[Mapping[str, str]], host: Optional[str
     if host is not None:
         _history(records, vm_id, host, host_id, sys_ds_id, tm_mad_system)
     backups = etree.SubElement(vm, "BACKUPS")
-    config = DEFAULT_BACKUP_CONFIG if backup_config is None else backup_config
-    _cdata_children(backups, "BACKUP_CONFIG", dict(sorted(config.items())))
+    _cdata_children(backups, "BACKUP_CONFIG", dict(sorted((backup_config or {}).items())))
     etree.SubElement(backups, "BACKUP_IDS")
     return _serialize(vm)
 
@@ -196,6 +194,8 @@ def _image_snapshots(image: etree._Element, snapshots: Sequence[int], size_mb: i
     for snap_id in snapshots:
         snapshot = {"DATE": str(STIME), "ID": str(snap_id), "NAME": f"snap-{snap_id}", "PARENT": "-1",
                     "SIZE": str(size_mb)}
+        if snap_id == max(snapshots):  # the one the image runs on (the latest, until a revert)
+            snapshot = {"ACTIVE": "YES", **snapshot}
         _cdata_children(element, "SNAPSHOT", snapshot)
 
 
@@ -231,13 +231,16 @@ def stat_image_xml(path: str) -> str:
 
 
 def host_xml(host_id: int, name: str, state: int = HOST_MONITORED) -> str:
-    """``<HOST>`` with the fields a driver filters bridges on (ID, NAME, STATE)."""
+    """``<HOST>`` with the fields a driver filters bridges on (ID, NAME, STATE); the hardware
+    (HOST_SHARE) and MONITORING a real host reports are left empty."""
     host = etree.Element("HOST")
     for tag, value in (("ID", host_id), ("NAME", name), ("STATE", state), ("PREV_STATE", state),
                        ("IM_MAD", "kvm"), ("VM_MAD", "kvm"), ("CLUSTER_ID", 0), ("CLUSTER", "default")):
         _text(host, tag, value)
+    etree.SubElement(host, "HOST_SHARE")
     etree.SubElement(host, "VMS")
     _cdata_children(host, "TEMPLATE", {"HOSTNAME": name, "HYPERVISOR": "kvm"})
+    etree.SubElement(host, "MONITORING")
     return _serialize(host)
 
 
@@ -257,6 +260,21 @@ def ds_driver_action_data(*parts_xml: str, extra: Optional[Mapping[str, str]] = 
         root.append(etree.fromstring(part, _PARSER))
     for tag, value in (extra or {}).items():
         _text(root, tag, value)
+    return _serialize(root)
+
+
+def vmm_action_data(vm: str, datastore: str, *, host: str, deploy_id: str, checkpoint_file: str = "",
+                    tm_command: str = "", tm_command_rollback: str = "", disk_target_path: str = "") -> str:
+    """``<VMM_DRIVER_ACTION_DATA>`` as one_vmm_exec gets it (``VirtualMachineManager::format_message``,
+    7.0.2's element order): the call's context, the VM, and the system datastore."""
+    root = etree.Element("VMM_DRIVER_ACTION_DATA")
+    for tag, value in (("HOST", host), ("MIGR_HOST", ""), ("DEPLOY_ID", deploy_id), ("LOCAL_DEPLOYMENT_FILE", ""),
+                       ("REMOTE_DEPLOYMENT_FILE", ""), ("CHECKPOINT_FILE", checkpoint_file),
+                       ("TM_COMMAND", tm_command), ("TM_COMMAND_ROLLBACK", tm_command_rollback),
+                       ("DISK_TARGET_PATH", disk_target_path)):
+        _text(root, tag, value)
+    root.append(etree.fromstring(vm, _PARSER))
+    root.append(etree.fromstring(datastore, _PARSER))
     return _serialize(root)
 
 

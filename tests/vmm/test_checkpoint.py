@@ -30,13 +30,11 @@ def catalog(cloud: Cloud) -> Catalog:
 
 
 def action_data(cloud: Cloud, vm_id: int = VM_ID) -> bytes:
-    """The plain VMM_DRIVER_ACTION_DATA: the VM and the system datastore."""
-    vm = docs.vm_xml(vm_id, disks=[])
+    """The plain VMM_DRIVER_ACTION_DATA of a save or restore: the VM and the system datastore."""
+    vm = docs.vm_xml(vm_id, disks=[], deploy_id=DEPLOY_ID)
     ds = docs.datastore_xml(SYSTEM_DS, name="vitastor-system", ds_type=1, ds_mad="-", template=cloud.ds_template())
-    strip = [part.split("?>", 1)[1] if part.startswith("<?xml") else part for part in (vm, ds)]
-    return ("<VMM_DRIVER_ACTION_DATA><HOST>node1</HOST><MIGR_HOST/><DEPLOY_ID>" + DEPLOY_ID
-            + "</DEPLOY_ID><LOCAL_DEPLOYMENT_FILE/><REMOTE_DEPLOYMENT_FILE/><DATASTORE_LOCATION/>"
-            + "".join(strip) + "</VMM_DRIVER_ACTION_DATA>").encode()
+    checkpoint = f"/var/lib/one//datastores/{SYSTEM_DS}/{vm_id}/checkpoint"
+    return docs.vmm_action_data(vm, ds, host="node1", deploy_id=DEPLOY_ID, checkpoint_file=checkpoint).encode()
 
 
 def checkpoint_file(path: Path, size: int = 8 * MIB) -> bytes:
