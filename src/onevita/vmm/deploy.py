@@ -6,11 +6,16 @@ XML base64-encoded on stdin. Every ``<disk>`` backed by a Vitastor disk of the V
 ``<source protocol='vitastor' name='IMAGE'>`` and, when the disk's datastore sets VITASTOR_CONF,
 ``<config file='VITASTOR_CONF'/>`` (the attribute libvirt's Vitastor patch reads). Only those
 ``<disk>`` elements are re-serialised and spliced into the original text at their byte offsets
-(found with expat), so every other byte of the document stays as oned wrote it (lxml would
-otherwise re-quote attributes, reorder namespace declarations, collapse ``<x></x>`` and decode
-character references throughout). The plain XML then goes to the host's stock ``vmm/kvm/deploy``
-at the system datastore path ``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>/deployment.N``, where its
-vm.xml / TPM / vGPU lookups expect it, and its last output line (the domain UUID) is printed.
+(found with expat, :mod:`onevita.vmm.splice`), so every other byte of the document stays as
+oned wrote it (lxml would otherwise re-quote attributes, reorder namespace declarations,
+collapse ``<x></x>`` and decode character references throughout). oned writes a second
+``<devices>`` for the guest agent channel (FEATURES/GUEST_AGENT; up to 6.10 also for q35's PCI
+controllers), which libvirt's schema refuses: the children of every later ``<devices>`` are
+moved, as bytes, to the end of the first one, and the later elements removed with their lines;
+Vitastor disks are rewritten in any of them. The plain XML then goes to the host's stock
+``vmm/kvm/deploy`` at the system datastore path ``<DATASTORE_LOCATION>/<DS_ID>/<VM_ID>/deployment.N``,
+where its vm.xml / TPM / vGPU lookups expect it, and its last output line (the domain UUID) is
+printed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import os
 import re
 import sys
 from typing import Optional
-from xml.parsers import expat
 
 from lxml import etree
 
@@ -33,6 +37,7 @@ from ..one.location import datastore_location, scripts_remote_dir
 from ..one.model import VM, Disk, parse_vm
 from ..run import CommandFailed, run, ssh_argv, ssh_failure
 from ..tm.common import datastore, disk_name, oned
+from .splice import Span, element_spans, merge_devices, replace_spans
 
 __all__ = ["BLOCKIO", "DISK_FILE", "XML_PARSER", "decode_b64", "deploy", "rewrite", "rewrite_disk",
            "vitastor_source"]
@@ -127,40 +132,6 @@ def rewrite_disk(element: etree._Element, vm: VM) -> Optional[int]:
     return disk.id
 
 
-def _disk_spans(xml: bytes) -> list[tuple[int, int]]:
-    """The byte offsets ``(start, end)`` in ``xml`` of the root's ``devices/disk`` elements, in
-    document order (that of ``domain.findall("devices/disk")``)."""
-    parser = expat.ParserCreate(namespace_separator=" ")  # a namespaced name is never plain "disk"
-    path: list[str] = []
-    starts: list[int] = []
-    spans: list[tuple[int, int]] = []
-
-    def start(name: str, attrs: object) -> None:
-        path.append(name)
-        if path[1:] == ["devices", "disk"]:
-            starts.append(parser.CurrentByteIndex)
-
-    def end(name: str) -> None:
-        if path[1:] == ["devices", "disk"]:
-            at = parser.CurrentByteIndex  # at "</disk", or just past an empty-element tag
-            if xml.startswith(b"</disk", at):
-                at = xml.index(b">", at) + 1
-            spans.append((starts.pop(), at))
-        path.pop()
-
-    def entity(*args: object) -> None:
-        raise BadRequest("domain XML declares entities")
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.EntityDeclHandler = entity
-    try:
-        parser.Parse(xml, True)
-    except expat.ExpatError as e:
-        raise BadRequest(f"malformed domain XML: {expat.ErrorString(e.code)}") from e
-    return spans
-
-
 def rewrite(xml: bytes, domain: etree._Element, vm: VM) -> bytes:
     """``xml`` (parsed as ``domain``) with the VM's Vitastor disks rewritten; every byte outside
     those ``<disk>`` elements as it was."""
@@ -172,19 +143,16 @@ def rewrite(xml: bytes, domain: etree._Element, vm: VM) -> bytes:
     if not ascii_compatible:
         raise BadRequest(f"domain XML in {encoding} is not supported")
     disks = domain.findall("devices/disk")
-    spans = _disk_spans(xml)
+    spans = element_spans(xml, ("devices", "disk"))
     if len(spans) != len(disks):
         raise BadRequest("cannot locate the disks in the domain XML")
-    pieces: list[bytes] = []
-    done = 0
-    for element, (start, end) in zip(disks, spans):
+    replacements: list[tuple[Span, bytes]] = []
+    for element, span in zip(disks, spans):
         if rewrite_disk(element, vm) is not None:
             # a copy drops the ancestors' namespace declarations tostring() would repeat on it
             text = etree.tostring(copy.deepcopy(element), encoding="unicode", with_tail=False)
-            pieces += [xml[done:start], text.encode(encoding, "xmlcharrefreplace")]
-            done = end
-    pieces.append(xml[done:])
-    return b"".join(pieces)
+            replacements.append((span, text.encode(encoding, "xmlcharrefreplace")))
+    return replace_spans(xml, replacements)
 
 
 def _system_dir(domain: etree._Element, vm: VM) -> str:
@@ -211,7 +179,7 @@ def deploy(dep_file: str, host: str, vm_id: str, host2: str = "") -> None:
     domain = _parse_domain(xml)
     vm = _load_vm(dep_file, vmid)
     target = f"{_system_dir(domain, vm)}/{name}"  # before rewrite: it reads the disk.N paths
-    plain = rewrite(xml, domain, vm)
+    plain = merge_devices(rewrite(xml, domain, vm))
     remote = f"{scripts_remote_dir()}/vmm/kvm/deploy"
     proc = run(ssh_argv(host, [remote, target]), input=plain, check=False)
     if proc.returncode != 0:
