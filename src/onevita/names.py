@@ -20,7 +20,7 @@ _IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+)?")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _POOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]")
-_PATH = re.compile(r"(/[A-Za-z0-9_.+-]{0,255}){1,32}")  # "//" included: DATASTORE_LOCATION has one
+_PATH = re.compile(r"(/[A-Za-z0-9_.+-]{1,255}){1,32}")
 _DEPLOY_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
 
 
@@ -50,17 +50,24 @@ def check_host(host: str) -> str:
     return _check(_HOST, host, "host name")
 
 
+def _plain_path(path: str) -> bool:
+    return bool(_PATH.fullmatch(path)) and not any(part in (".", "..") for part in path.split("/"))
+
+
 def check_path(path: str, what: str) -> str:
-    """An absolute path of plain characters with no ``.`` or ``..`` component: it may reach
-    OpenNebula's own shell scripts, which expand arguments unquoted."""
-    if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+    """An absolute path of plain characters naming a file, with no ``.`` or ``..`` component (it
+    may reach OpenNebula's own shell scripts, which expand arguments unquoted); ``//`` is
+    allowed, as oned's DATASTORE_LOCATION has it."""
+    if not _plain_path(re.sub("/+", "/", path)):
         raise BadName(f"invalid {what} {path!r}")
     return path
 
 
 def check_conf(path: str) -> str:
-    """A vitastor.conf path (see ``check_path``)."""
-    return check_path(path, "VITASTOR_CONF path")
+    """A vitastor.conf path: absolute, plain characters, no empty, ``.`` or ``..`` component."""
+    if not _plain_path(path):
+        raise BadName(f"invalid VITASTOR_CONF path {path!r}")
+    return path
 
 
 def check_deploy_id(deploy_id: str) -> str:

@@ -13,7 +13,7 @@ from onevita.actions import ACTIONS, DRIVER_DIRS
 from onevita.install import downloader, oned_conf, vmm_execrc
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
-from tests.install.conftest import ZIPAPP, FrontEnd
+from tests.install.conftest import ZIPAPP, FrontEnd, frontend_env, make_frontend
 
 APPLIED = "OK, Vitastor OpenNebula patches successfully applied"
 ALREADY = "OK, Vitastor OpenNebula patches are already applied"
@@ -45,7 +45,7 @@ class TestInstall:
         before = frontend.files()
         again = frontend.onevita("install")
         assert again.returncode == 0, again.stderr
-        assert again.stdout.splitlines() == [ALREADY]
+        assert again.stdout.splitlines() == [f"OpenNebula credentials: {frontend.env['ONE_AUTH']}", ALREADY]
         assert frontend.files() == before
 
     def test_uninstall_restores_the_original_bytes(self, frontend: FrontEnd) -> None:
@@ -95,6 +95,24 @@ class TestInstall:
         assert os.readlink(location / "var/remotes/tm/vitastor/clone") == LAUNCHER_LINK
 
 
+    def test_as_root_with_the_trees_own_credentials(self, oned: OnedStandIn, tmp_path: Path,
+                                                    world: Path) -> None:
+        """No ONE_AUTH: install, run as root on a self-contained tree, signs in as that tree's
+        oneadmin ($ONE_LOCATION/var/.one/one_auth) and reads the datastores."""
+        frontend = make_frontend("7.0", tmp_path / "root", frontend_env(oned, tmp_path, world), "/srv/one")
+        auth = frontend.var / ".one" / "one_auth"
+        auth.parent.mkdir(parents=True)
+        auth.write_text(Path(frontend.env.pop("ONE_AUTH")).read_text())
+        oned.datastores[101] = docs.datastore_xml(101, name="a", ds_type=0, template={})
+        proc = frontend.onevita("install")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == f"OpenNebula credentials: {auth}"
+        assert "datastores not read" not in proc.stdout
+        assert oned.calls[-1][0] == "one.datastorepool.info"
+        doctor = frontend.onevita("doctor")
+        assert doctor.stdout.splitlines()[0] == f"INFO OpenNebula credentials: {auth}"
+
+
 class TestBashDriverUpgrade:
     def test_its_scripts_are_replaced_and_come_back_on_uninstall(self, frontend_70: FrontEnd) -> None:
         tm = frontend_70.remotes / "tm/vitastor"
@@ -102,7 +120,6 @@ class TestBashDriverUpgrade:
         (tm / "clone").write_text("#!/bin/bash\n# the bash driver's clone\n")
         (tm / "prebackup").write_text("#!/bin/bash\n# an action onevita does not replace\n")
         deploy = frontend_70.remotes / "vmm/kvm/deploy.vitastor"
-        deploy.parent.mkdir(parents=True)
         deploy.write_text("#!/bin/bash\n# the bash driver's deploy\n")
         original = frontend_70.files()
         proc = frontend_70.onevita("install")
@@ -176,7 +193,7 @@ class TestAppArmor:
         proc = frontend_70.onevita("install")
         assert proc.returncode == 0, proc.stderr
         assert local.read_text().splitlines() == ["  /etc/vitastor/second.conf r,", "  /etc/vitastor/vitastor.conf r,"]
-        assert frontend_70.onevita("install").stdout.splitlines() == [ALREADY]
+        assert frontend_70.onevita("install").stdout.splitlines()[-1] == ALREADY
         assert frontend_70.onevita("uninstall").returncode == 0
         after = {k: v for k, v in frontend_70.files().items() if not k.startswith("var/lib/one/onevita/backups/")}
         assert after == original

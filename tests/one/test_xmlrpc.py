@@ -148,16 +148,25 @@ class TestSession:
         (home / ".one" / "one_auth").write_text("home:secret\n")
         (home / "auth").write_text("env:secret\n")
         monkeypatch.setenv("ONE_AUTH", str(home / "auth"))
-        assert session() == "env:secret"
+        assert session() == ("env:secret", str(home / "auth"))
 
     def test_home_file(self, home: Path) -> None:
         (home / ".one" / "one_auth").write_text("home:secret\n")
-        assert session() == "home:secret"
+        assert session() == ("home:secret", str(home / ".one" / "one_auth"))
 
     def test_missing_one_auth_file_falls_back_to_home(self, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (home / ".one" / "one_auth").write_text("home:secret")
         monkeypatch.setenv("ONE_AUTH", str(home / "nothing"))
-        assert session() == "home:secret"
+        assert session() == ("home:secret", str(home / ".one" / "one_auth"))
+
+    def test_the_admins_home_of_an_installation(self, home: Path, tmp_path: Path) -> None:
+        """install and doctor, run as root, find oneadmin's credentials in the tree they work on."""
+        var = tmp_path / "srv" / "one" / "var"
+        (var / ".one").mkdir(parents=True)
+        (var / ".one" / "one_auth").write_text("oneadmin:secret\n")
+        (var / ".one" / "one_endpoint").write_text("http://127.0.0.1:2644/RPC2\n")
+        assert session([str(var)]) == ("oneadmin:secret", str(var / ".one" / "one_auth"))
+        assert endpoint([str(var)]) == "http://127.0.0.1:2644/RPC2"
 
     def test_no_credentials(self, home: Path) -> None:
         if system_file("one_auth"):
@@ -178,4 +187,4 @@ class TestSession:
 
 
 def test_module_exports() -> None:
-    assert set(xmlrpc.__all__) == {"OneClient", "endpoint", "oned", "session"}
+    assert set(xmlrpc.__all__) == {"OneClient", "connect_as_admin", "endpoint", "oned", "session"}

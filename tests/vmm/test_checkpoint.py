@@ -189,7 +189,7 @@ def test_stop_and_resume_on_another_host(cloud: Cloud, stock: Path, tmp_path: Pa
     assert not os.path.exists(path)
     name = f"{cloud.prefix}-sys-{VM_ID}-checkpoint"
     assert catalog(cloud).get(name).meta == {"onevita_checkpoint_size": len(memory)}
-    assert f"INFO: saved checkpoint of VM {VM_ID}" in result.stderr
+    assert f"INFO: host-job/checkpoint_save: saved checkpoint of VM {VM_ID} (" in result.stderr
     shutil.rmtree(os.path.dirname(path))  # another host: nothing of the VM directory there
     cloud.ok("vmm/restore.vitastor", path, "node2", DEPLOY_ID, str(VM_ID), "node2",
              stdin=local(action_data(cloud)))

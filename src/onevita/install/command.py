@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import ConfigError, OnevitaError
 from ..one.model import Datastore, parse_datastore_pool
-from ..one.xmlrpc import oned
+from ..one.xmlrpc import connect_as_admin, oned
 from ..vitastor.config import DEFAULT_CONFIG_PATH
 from . import apparmor, downloader, oned_conf, remotes_tree, vmm_execrc
 from .edits import Change
@@ -144,6 +144,7 @@ def install(*argv: str) -> int:
     args = _parse("install", argv, dry_run=True)
     layout = Layout.of(args.root, args.one_location)
     pyz = remotes_tree.running_zipapp()
+    print(f"OpenNebula credentials: {connect_as_admin(layout.admin_homes())}")
     conf_paths, note = vitastor_conf_paths()
     planned = []
     for config in config_files(layout, conf_paths, apparmor.in_use(str(layout.root))):

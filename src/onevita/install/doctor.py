@@ -18,7 +18,7 @@ from ..cluster import UNAVAILABLE_HOST_STATES
 from ..errors import ConfigError, OnevitaError
 from ..one.location import scripts_remote_dir
 from ..one.model import Datastore, parse_host_states
-from ..one.xmlrpc import oned
+from ..one.xmlrpc import connect_as_admin, oned
 from ..run import run_on
 from ..vitastor import client
 from ..vitastor.config import DEFAULT_CONFIG_PATH, read_config
@@ -34,7 +34,7 @@ __all__ = ["doctor"]
 class Finding:
     """One check's outcome."""
 
-    level: str  # OK, WARN or FAIL
+    level: str  # INFO, OK, WARN or FAIL
     text: str
 
 
@@ -143,6 +143,7 @@ def findings(layout: Layout, hosts: bool) -> Iterator[Finding]:
     frontend = layout.oned_conf.exists()
     datastores: list[Datastore] = []
     if frontend:
+        yield Finding("INFO", f"OpenNebula credentials: {connect_as_admin(layout.admin_homes())}")
         try:
             datastores = vitastor_datastores()
         except (OnevitaError, OSError) as e:

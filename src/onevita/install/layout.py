@@ -8,6 +8,7 @@ prefixes every path, for packages installed with ``dpkg --root`` and for tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,22 @@ class Layout:
             location = base / one_location.lstrip("/")
             return cls(base, location / "etc", location / "var" / "remotes", location / "var" / "onevita")
         return cls(base, base / "etc/one", base / "var/lib/one/remotes", base / "var/lib/one/onevita")
+
+    @property
+    def var(self) -> Path:
+        """oned's state directory, the OpenNebula admin's home on both layouts."""
+        return self.remotes.parent
+
+    def admin_homes(self) -> list[str]:
+        """Where the OpenNebula admin's ``.one/`` files are: the state directory, and oneadmin's
+        home on this machine (when not working under another root)."""
+        homes = [str(self.var)]
+        if self.root == Path("/"):
+            import pwd
+
+            with contextlib.suppress(KeyError):
+                homes.append(pwd.getpwnam("oneadmin").pw_dir)
+        return list(dict.fromkeys(homes))
 
     @property
     def oned_conf(self) -> Path:

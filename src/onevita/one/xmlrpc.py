@@ -4,20 +4,22 @@ Endpoint and credentials are resolved like OpenNebula's own clients
 (``src/oca/ruby/opennebula/lib/client.rb``): ``$ONE_XMLRPC``, else ``~/.one/one_endpoint``, else
 ``/var/lib/one/.one/one_endpoint``, else ``http://localhost:2633/RPC2``; the session is the
 file named by ``$ONE_AUTH``, else ``~/.one/one_auth``, else ``/var/lib/one/.one/one_auth``.
+Admin commands run as root also look in the OpenNebula admin's home of the installation they
+work on (``admin_homes``), where oneadmin's own files are.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Union
+from typing import Sequence, Union
 
 from lxml import etree
 
 from ..errors import OpenNebulaError
 from ..http import Connection
 
-__all__ = ["OneClient", "endpoint", "oned", "session"]
+__all__ = ["OneClient", "connect_as_admin", "endpoint", "oned", "session"]
 
 DEFAULT_ENDPOINT = "http://localhost:2633/RPC2"
 _URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/:\[\]]+)(?::([0-9]+))?(/.*)?")
@@ -26,7 +28,8 @@ _ERROR_NAMES = {0x100: "AUTHENTICATION", 0x200: "AUTHORIZATION", 0x400: "NO_EXIS
                 0x1000: "XML_RPC_API", 0x2000: "INTERNAL", 0x4000: "ALLOCATE", 0x8000: "LOCKED"}
 
 
-def _first_line(paths: list[str]) -> str | None:
+def _first_line(paths: Sequence[str]) -> tuple[str, str] | None:
+    """The first line of the first of ``paths`` that has one, and that path."""
     for path in paths:
         try:
             with open(os.path.expanduser(path)) as f:
@@ -34,25 +37,30 @@ def _first_line(paths: list[str]) -> str | None:
         except OSError:
             continue
         if text:
-            return text
+            return text.splitlines()[0].strip(), os.path.expanduser(path)
     return None
 
 
-def endpoint() -> str:
+def _in_homes(name: str, admin_homes: Sequence[str]) -> list[str]:
+    return ["~/.one/" + name, *(f"{home}/.one/{name}" for home in admin_homes), "/var/lib/one/.one/" + name]
+
+
+def endpoint(admin_homes: Sequence[str] = ()) -> str:
     """oned's XML-RPC URL, resolved like the OpenNebula CLI does."""
-    return os.environ.get("ONE_XMLRPC") or _first_line(
-        ["~/.one/one_endpoint", "/var/lib/one/.one/one_endpoint"]) or DEFAULT_ENDPOINT
+    found = _first_line(_in_homes("one_endpoint", admin_homes))
+    return os.environ.get("ONE_XMLRPC") or (found[0] if found else DEFAULT_ENDPOINT)
 
 
-def session() -> str:
-    """The ``user:password`` session string, resolved like the OpenNebula CLI does."""
-    paths = ["~/.one/one_auth", "/var/lib/one/.one/one_auth"]
+def session(admin_homes: Sequence[str] = ()) -> tuple[str, str]:
+    """The ``user:password`` session string, resolved like the OpenNebula CLI does, and the
+    file it came from."""
+    paths = _in_homes("one_auth", admin_homes)
     if os.environ.get("ONE_AUTH"):
         paths.insert(0, os.environ["ONE_AUTH"])
-    secret = _first_line(paths)
-    if secret is None:
+    found = _first_line(paths)
+    if found is None:
         raise OpenNebulaError("no OpenNebula credentials: set ONE_AUTH or create ~/.one/one_auth")
-    return secret
+    return found
 
 
 def _value(param: Param) -> etree._Element:
@@ -129,7 +137,7 @@ class OneClient:
     def call(self, method: str, *params: Param) -> str:
         """Call ``method(session, *params)`` and return the XML document it answers with."""
         if self.secret is None:
-            self.secret = session()
+            self.secret = session()[0]
         body = _request(method, (self.secret, *params))
         try:
             status, data = self._post(body)
@@ -185,3 +193,16 @@ def oned() -> OneClient:
     if _client is None:
         _client = OneClient()
     return _client
+
+
+def connect_as_admin(admin_homes: Sequence[str]) -> str:
+    """Make ``oned()`` an admin command's connection: credentials and endpoint also looked for
+    in ``admin_homes`` (an install run as root finds oneadmin's there); the credentials file,
+    or why there is none."""
+    global _client
+    try:
+        secret, path = session(admin_homes)
+    except OpenNebulaError as e:
+        return str(e)
+    _client = OneClient(endpoint(admin_homes), secret)
+    return path

@@ -26,7 +26,8 @@ def installed_context_script() -> str:
     for path in candidates:
         if os.access(path, os.X_OK):
             return path
-    raise ConfigError(f"no OpenNebula context script in this remotes tree (looked for {', '.join(candidates)})")
+    raise ConfigError("no OpenNebula context script in this remotes tree "
+                      f"(looked for {', '.join(candidates)})")
 
 
 def context(*args: str) -> None:
