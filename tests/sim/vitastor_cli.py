@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import re
+import sys
 from dataclasses import replace
 from typing import Any, Callable, Sequence
 
@@ -75,6 +76,7 @@ def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
         tool.say(f"Image {inode.name} modified")
     pool = tool.catalog.pools.get(inode.pool_id)
     objects = tool.store.objects(tool.key(inode), pool.block_size if pool else DEFAULT_BLOCK_SIZE)
+    _removal_progress(tool, objects)
     tool.store.delete(tool.key(inode))
     tool.say(f"Done, inode {inode.id} from pool {inode.pool_id} removed")
     key = f"{tool.catalog.prefix}/config/inode/{inode.pool_id}/{inode.id}"
@@ -87,6 +89,16 @@ def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
     tool.say(f"Layer {inode.name} deleted")
     return {"removed_objects": objects, "total_objects": objects, "error_count": 0,
             "inactive_osds": [], "inactive_pgs": []}
+
+
+def _removal_progress(tool: Tool, objects: int) -> None:
+    """The progress lines of 3.0.8's ``cli_rm_data.cpp`` without a terminal: one per object
+    removed, at most one per mille of them, on stderr."""
+    shown = -1
+    for done in range(1, objects + 1) if tool.progress else ():
+        if done * 1000 // objects != shown:
+            shown = done * 1000 // objects
+            print(f"Removed {done}/{objects} objects, 0 more PGs to list...", file=sys.stderr)
 
 
 def rm(tool: Tool, words: list[str]) -> Result:

@@ -141,6 +141,19 @@ class TestDeleteDisk:
         assert ssh_hosts()[start:] == (["node1"] if cloud.mode == "ssh" else [])
         assert result.errors == []
 
+    def test_vitastor_cli_progress_reaches_oned_log_as_a_few_lines(self, cloud: Cloud) -> None:
+        """vitastor-cli rm writes a progress line per object (hundreds for 16 MiB of data); oned.log
+        gets at most one INFO line per quarter of the job for each layer removed."""
+        name = clone_disk(cloud)
+        cloud.cluster.write(name, 0, bytes(range(256)) * (16 * MIB // 256))
+        cloud.ok("tm/snap_create", disk_path(), "0", "12", "101")
+        result = cloud.ok("tm/delete", disk_path(), "12", "101")
+        progress = [line for line in result.stderr.splitlines() if "vitastor-cli rm" in line]
+        assert progress and all(line.startswith("INFO: ") for line in progress)
+        assert len(progress) <= 2 * 4  # two layers, four quarters each
+        assert any(f"vitastor-cli rm {name}@0: 100% (Removed " in line for line in progress)
+        assert layers(cloud, name) == {}
+
     def test_delete_clone_after_a_revert_removes_the_whole_tree(self, cloud: Cloud) -> None:
         """After snapshots 0, 1 and a revert to 0, NAME and NAME@1 are both children of NAME@0:
         a non-linear set, removed leaves first."""
