@@ -137,6 +137,53 @@ class TestBinding:
         assert out.stdout.strip() == "False"
 
 
+class TestFindLibrary:
+    """libvitastor_client is found as the dynamic linker finds its soname, then in the usual
+    folders; ONEVITA_LIBVITASTOR overrides both."""
+
+    @staticmethod
+    def soname_copy(sim_libvitastor: Path, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / "libvitastor_client.so.0"
+        target.write_bytes(Path(sim_libvitastor).read_bytes())
+        return target
+
+    def test_ld_library_path(self, sim_libvitastor: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from onevita.vitastor.client import find_library
+
+        target = self.soname_copy(sim_libvitastor, tmp_path / "lib")
+        monkeypatch.delenv("ONEVITA_LIBVITASTOR", raising=False)
+        monkeypatch.setenv("LD_LIBRARY_PATH", f"/nonexistent:{target.parent}")
+        assert find_library() == str(target)
+        monkeypatch.setenv("ONEVITA_LIBVITASTOR", str(sim_libvitastor))
+        assert find_library() == str(sim_libvitastor)
+
+    def test_only_in_the_dynamic_linkers_cache(self, sim_libvitastor: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where Vitastor's own make install puts it (/usr/local/lib/<triplet>), which no fixed
+        folder list has: a folder known to the machine's ld.so.cache only."""
+        from onevita.vitastor.client import _from_dynamic_linker, find_library
+
+        if os.geteuid() != 0:
+            pytest.skip("needs root to add a folder to ld.so.conf.d")
+        monkeypatch.delenv("ONEVITA_LIBVITASTOR", raising=False)
+        monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+        installed = _from_dynamic_linker()
+        if installed is not None:  # the real cluster kit's make install: found the same way
+            assert find_library() == installed
+            pytest.skip(f"this machine's ld.so.cache already has {installed}")
+        target = self.soname_copy(sim_libvitastor, tmp_path / "x86_64-linux-gnu")
+        conf = Path(f"/etc/ld.so.conf.d/onevita-test-{os.getpid()}.conf")
+        conf.write_text(f"{target.parent}\n")
+        try:
+            subprocess.run(["/sbin/ldconfig"], check=True)
+            assert find_library() == str(target)
+        finally:
+            conf.unlink()
+            subprocess.run(["/sbin/ldconfig"], check=True)
+        assert _from_dynamic_linker() is None
+
+
 class TestRoundTrip:
     @pytest.mark.parametrize("queue_depth", [1, 32])
     def test_file_image_file_is_byte_exact_and_sparse(self, sim: SimCluster, tmp_path: Path,
