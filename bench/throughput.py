@@ -159,7 +159,7 @@ class Bench:
         for mode in MODES if round_ % 2 == 0 else tuple(reversed(MODES)):
             image_id = 100 + 2 * round_ + MODES.index(mode)
             cloud = Cloud(oned=self.world.oned, cluster=self.cluster, env=dict(self.world.env), mode=mode,
-                          prefix=self.prefix, pool=self.pool)
+                          user=self.world.user, workdir=self.base, prefix=self.prefix, pool=self.pool)
             cloud.add_datastores()
             stdin = image_data(cloud, image_id, path=str(self.source), size_mb=self.size // MIB)
             result = cloud.run("datastore/cp", str(image_id), stdin=stdin)

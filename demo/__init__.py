@@ -3,7 +3,8 @@
 ``World`` starts what the tests start (Debian's etcd, a real sshd whose host aliases node1,
 node2, bridge1, bridge2 and one-fe all lead to this machine, the oned XML-RPC stand-in, the
 built remotes copied to the "hosts" with ``rsync -L``) plus a UDP socket standing in for
-monitord. ``lifecycle`` runs one VM's disks from clone to delete, as oned would call the driver,
+monitord; like the tests, it runs every action as the unprivileged action user, which owns its
+directory. ``lifecycle`` runs one VM's disks from clone to delete, as oned would call the driver,
 on a simulated Vitastor cluster. ``python -m demo`` shows it; ``python -m bench.actions`` times it.
 """
 
@@ -31,6 +32,7 @@ from tests.harness import documents as docs  # noqa: E402
 from tests.harness.etcd_server import EtcdServer  # noqa: E402
 from tests.harness.oned import OnedStandIn  # noqa: E402
 from tests.harness.sshd import Sshd  # noqa: E402
+from tests.harness.user import PATH, ActionUser  # noqa: E402
 from tests.sim.build_sim_lib import build as build_sim_library  # noqa: E402
 from tests.sim.cluster import SIM_CLI, SimCluster  # noqa: E402
 
@@ -66,6 +68,7 @@ class World:
     def __init__(self, keep: bool = False, libvitastor: Optional[str] = None) -> None:
         self.keep = keep
         self.libvitastor = libvitastor  # ONEVITA_LIBVITASTOR; default: the simulated library
+        self.user = ActionUser.lookup()
         self.base = Path(tempfile.mkdtemp(prefix="onevita-demo-"))
         self._stack = ExitStack()
         self.monitord = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -93,21 +96,23 @@ class World:
             '    MONITOR_ADDRESS = "auto"\n]\n')
         if self.libvitastor is None:
             self.libvitastor = str(build_sim_library(self.base / "lib"))
+        self.user.give(self.base)
         self.etcd = self._stack.enter_context(EtcdServer(self.base / "etcd"))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(self.base / "shiv"),
-               "ONEVITA_VITASTOR_CLI": SIM_CLI}
+        env = {"PATH": PATH, "SHIV_ROOT": str(self.base / "shiv"), "ONEVITA_VITASTOR_CLI": SIM_CLI}
         if self.libvitastor:
             env["ONEVITA_LIBVITASTOR"] = self.libvitastor
-        self.sshd = self._stack.enter_context(Sshd(self.base / "sshd", env=env, aliases=HOSTS))
+        self.sshd = self._stack.enter_context(Sshd(self.base / "sshd", user=self.user, env=env,
+                                                   aliases=HOSTS))
         self.oned = self._stack.enter_context(OnedStandIn())
         auth = self.base / "one_auth"
         auth.write_text(self.oned.session + "\n")
-        self.env = action_env(oned=self.oned, ssh_config=self.sshd.config_path,
+        self.env = action_env(oned=self.oned, user=self.user, ssh_config=self.sshd.config_path,
                               host_remotes=self.base / "host-remotes", auth_file=auth,
                               one_location=self.base / "one", shiv_root=self.base / "shiv",
                               vitastor_cli=SIM_CLI, libvitastor=self.libvitastor)
         # the first run of a build extracts the zipapp into shiv's cache, once per machine
-        subprocess.run([str(remotes / "onevita" / "onevita"), "noop"], env=self.env, check=True)
+        subprocess.run([str(remotes / "onevita" / "onevita"), "noop"], env=self.env, check=True,
+                       **self.user.credentials())
 
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()
@@ -116,10 +121,12 @@ class World:
             shutil.rmtree(self.base, ignore_errors=True)
 
     def cloud(self, mode: str, name: str) -> Cloud:
-        """A fresh cluster (its own etcd prefix and data) and datastores 100/101 in ``mode``."""
+        """A fresh cluster (its own etcd prefix and data) and datastores 100/101 in ``mode``;
+        ``<base>/<name>`` is its working directory, given to the action user before each action."""
         self.oned.reset()
         cluster = SimCluster(self.etcd.url, self.base / name / "cluster", prefix=f"/vitastor-{name}")
-        cloud = Cloud(oned=self.oned, cluster=cluster, env=dict(self.env), mode=mode)
+        cloud = Cloud(oned=self.oned, cluster=cluster, env=dict(self.env), mode=mode, user=self.user,
+                      workdir=self.base / name)
         cloud.add_datastores()
         return cloud
 

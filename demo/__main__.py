@@ -57,8 +57,9 @@ def install(world: World) -> bool:
 
 def run_mode(world: World, mode: str) -> tuple[Lifecycle, bool]:
     print(f"\n{'=' * 100}\n{TITLES[mode]}\n{'=' * 100}")
-    cloud = world.cloud(mode, f"demo-{mode}")
-    life = Lifecycle(world, cloud, world.base / mode, show=show, note=note)
+    name = f"demo-{mode}"
+    cloud = world.cloud(mode, name)
+    life = Lifecycle(world, cloud, world.base / name, show=show, note=note)
     ok = True
     try:
         life.run()

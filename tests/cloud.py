@@ -1,6 +1,7 @@
 """A small OpenNebula cloud around the driver for tests and the demo: oned's XML-RPC stand-in
 with realistic documents, a Vitastor cluster (simulated, or real when pointed at one), hosts
-reached over a real sshd, and a runner that calls the driver through its dist/remotes links."""
+reached over a real sshd, and a runner that calls the driver through its dist/remotes links as
+oned does: as an unprivileged user (oneadmin's stand-in) with Debian's PATH for such users."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any, Optional
 from onevita.actions import DRIVER_DIRS
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
+from tests.harness.user import ActionUser
 from tests.sim.cluster import SimCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +50,16 @@ class Result:
 
 @dataclass
 class Cloud:
-    """One test's cloud: documents in the oned stand-in, one Vitastor cluster, one mode."""
+    """One test's cloud: documents in the oned stand-in, one Vitastor cluster, one mode, and the
+    user its actions run as, to whom ``workdir`` (the test's files: cluster data, staging and VM
+    directories, images to import) is given before each action."""
 
     oned: OnedStandIn
     cluster: SimCluster
     env: dict[str, str]
     mode: str  # "ssh" (jobs on hosts, the default) or "frontend" (VITASTOR_ON_FRONTEND=YES)
+    user: ActionUser
+    workdir: Optional[Path] = None
     prefix: str = "one"
     pool: str = "testpool"
     history: list[Result] = field(default_factory=list)
@@ -90,15 +96,24 @@ class Cloud:
         return docs.encode_b64(docs.ds_driver_action_data(*parts, extra=extra)).encode()
 
     # running -------------------------------------------------------------------------------
+    def process(self, argv: list[str], *, stdin: bytes = b"", env: Optional[dict[str, str]] = None,
+                timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+        """Run ``argv`` as oned runs its drivers: as the action user, in this cloud's environment
+        (``env`` added), after giving ``workdir`` to that user; output captured as bytes."""
+        if self.workdir is not None:
+            self.user.give(self.workdir)
+        return subprocess.run(argv, input=stdin, capture_output=True, env={**self.env, **(env or {})},
+                              cwd=str(ROOT), timeout=timeout, check=False, **self.user.credentials())
+
     def run(self, action: str, *args: str, stdin: Optional[bytes] = None,
-            env: Optional[dict[str, str]] = None) -> Result:
-        """Run ``<family>/<action>`` through its link in dist/remotes, like one_tm does."""
+            env: Optional[dict[str, str]] = None, remotes: Path = REMOTES) -> Result:
+        """Run ``<family>/<action>`` through its link in ``remotes`` (dist/remotes, or a copy of
+        it), like one_tm does."""
         family, _, name = action.partition("/")
-        path = REMOTES / DRIVER_DIRS[family] / name
+        path = remotes / DRIVER_DIRS[family] / name
         argv = [str(path), *args]
         start = time.monotonic()
-        proc = subprocess.run(argv, input=stdin or b"", capture_output=True, env={**self.env, **(env or {})},
-                              cwd=str(ROOT), timeout=120, check=False)
+        proc = self.process(argv, stdin=stdin or b"", env=env)
         result = Result(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(),
                         time.monotonic() - start)
         self.history.append(result)
@@ -124,16 +139,15 @@ def write_oned_config(var_dir: Path, **settings: str) -> None:
     (var_dir / "config").write_text("\n".join(lines) + "\n")
 
 
-def action_env(*, oned: OnedStandIn, ssh_config: Path, host_remotes: Path, auth_file: Path,
+def action_env(*, oned: OnedStandIn, user: ActionUser, ssh_config: Path, host_remotes: Path, auth_file: Path,
                one_location: Path, shiv_root: Path, vitastor_cli: str,
                libvitastor: Optional[str] = None) -> dict[str, str]:
-    """The environment one_tm/one_datastore would give the driver, pointed at the test world
-    (``libvitastor``: the libvitastor_client to load, when not the system's); oned's
-    ``<ONE_LOCATION>/var/config`` names ``host_remotes`` as SCRIPTS_REMOTE_DIR."""
+    """The environment one_tm/one_datastore would give the driver as ``user`` (its PATH and
+    HOME), pointed at the test world (``libvitastor``: the libvitastor_client to load, when not
+    the system's); oned's ``<ONE_LOCATION>/var/config`` names ``host_remotes`` as SCRIPTS_REMOTE_DIR."""
     write_oned_config(one_location / "var", SCRIPTS_REMOTE_DIR=str(host_remotes))
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
+        **user.environment(),
         "ONE_XMLRPC": oned.endpoint,
         "ONE_AUTH": str(auth_file),
         "ONE_LOCATION": str(one_location),

@@ -1,6 +1,9 @@
 """Session-wide real parts (etcd, sshd, the oned stand-in, the built zipapp copied to a "host"
 with rsync -L) and a per-test ``cloud`` in both job modes.
 
+The tests run as root; the driver actions and the hosts' sessions run as the unprivileged
+``action_user`` (tests/harness/user.py), which owns the temporary directories they work in.
+
 Point the suite at a real Vitastor cluster with ONEVITA_TEST_VITASTOR_CONF (its vitastor.conf)
 and ONEVITA_TEST_VITASTOR_CLI (the real vitastor-cli); etcd is then the cluster's own.
 """
@@ -8,8 +11,10 @@ and ONEVITA_TEST_VITASTOR_CLI (the real vitastor-cli); etcd is then the cluster'
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -20,12 +25,31 @@ from tests.cloud import REMOTES, ROOT, Cloud, action_env
 from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
+from tests.harness.user import PATH, ActionUser
 from tests.sim.cluster import SimCluster
-from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the hosts behind sshd load it too)
+from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the actions and hosts load it too)
 
 SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
 VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
 SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real libvitastor_client
+_OWN_BASETEMP = pytest.StashKey[bool]()  # whether pytest_configure made the base temporary directory
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A fresh base temporary directory in /tmp unless --basetemp names one: pytest's own
+    /tmp/pytest-of-root is root's alone (pytest takes group and other bits off it at every
+    start, also under a session still running), and the action user must reach the tests'
+    directories below it."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="pytest-onevita-")
+        config.stash[_OWN_BASETEMP] = True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove that directory after a run without failures; keep it to look into otherwise."""
+    if session.config.stash.get(_OWN_BASETEMP, False) and exitstatus == 0:
+        shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +68,23 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory, built: Path) -> Path:
-    """A session directory for the shiv cache, the hosts' copy of the remotes and oned's files."""
+def action_user(tmp_path_factory: pytest.TempPathFactory) -> ActionUser:
+    """The unprivileged user every action and host session runs as; it owns the base temporary
+    directory (each test's own directory is given to it by the test's cloud)."""
+    user = ActionUser.lookup()
+    user.own(tmp_path_factory.getbasetemp())
+    return user
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory, built: Path, action_user: ActionUser) -> Path:
+    """A session directory for the shiv cache, the hosts' copy of the remotes and oned's files,
+    the action user's as /var/lib/one and /var/tmp/one are oneadmin's."""
     base = tmp_path_factory.mktemp("world")
     subprocess.run(["rsync", "-aL", f"{built}/", str(base / "host-remotes")], check=True)
     (base / "shiv").mkdir()
     (base / "one" / "etc").mkdir(parents=True)
+    action_user.give(base)
     return base
 
 
@@ -59,14 +94,21 @@ def library(sim_library: Path) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory, world: Path, sim_libvitastor: Path) -> Iterator[Sshd]:  # noqa: F811
-    """A real sshd on loopback; node1, node2, bridge1, bridge2 and one-fe all lead to it."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "SHIV_ROOT": str(world / "shiv"),
-           "ONEVITA_VITASTOR_CLI": VITASTOR_CLI}
-    lib = library(sim_libvitastor)
-    if lib:
-        env["ONEVITA_LIBVITASTOR"] = lib
-    with Sshd(tmp_path_factory.mktemp("sshd"), env=env,
+def action_library(sim_libvitastor: Path, action_user: ActionUser) -> str | None:  # noqa: F811
+    """``library`` for the actions and host jobs, which load it as the action user."""
+    action_user.give(sim_libvitastor.parent)
+    return library(sim_libvitastor)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory, world: Path, action_user: ActionUser,
+         action_library: str | None) -> Iterator[Sshd]:
+    """A real sshd on loopback; node1, node2, bridge1, bridge2 and one-fe all lead to it, as the
+    action user with Debian's PATH for users other than root."""
+    env = {"PATH": PATH, "SHIV_ROOT": str(world / "shiv"), "ONEVITA_VITASTOR_CLI": VITASTOR_CLI}
+    if action_library:
+        env["ONEVITA_LIBVITASTOR"] = action_library
+    with Sshd(tmp_path_factory.mktemp("sshd"), user=action_user, env=env,
               aliases=("node1", "node2", "bridge1", "bridge2", "one-fe")) as server:
         yield server
 
@@ -92,14 +134,15 @@ def cluster(etcd: str, tmp_path: Path) -> SimCluster:
 
 @pytest.fixture(params=["ssh", "frontend"])
 def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster, sshd: Sshd,
-          world: Path, tmp_path: Path, sim_libvitastor: Path) -> Cloud:  # noqa: F811
-    """The test's cloud, once with jobs over ssh on the hosts, once on the front-end."""
+          world: Path, tmp_path: Path, action_user: ActionUser, action_library: str | None) -> Cloud:
+    """The test's cloud, once with jobs over ssh on the hosts, once on the front-end; its
+    actions run as the action user, to whom ``tmp_path`` is given before each."""
     auth = tmp_path / "one_auth"
     auth.write_text(oned.session + "\n")
-    env = action_env(oned=oned, ssh_config=sshd.config_path, host_remotes=world / "host-remotes",
-                     auth_file=auth, one_location=world / "one", shiv_root=world / "shiv",
-                     vitastor_cli=VITASTOR_CLI, libvitastor=library(sim_libvitastor))
-    cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param,
+    env = action_env(oned=oned, user=action_user, ssh_config=sshd.config_path,
+                     host_remotes=world / "host-remotes", auth_file=auth, one_location=world / "one",
+                     shiv_root=world / "shiv", vitastor_cli=VITASTOR_CLI, libvitastor=action_library)
+    cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param, user=action_user, workdir=tmp_path,
                   prefix=f"t{uuid.uuid4().hex[:6]}", pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
     cloud.add_datastores()
     return cloud

@@ -7,7 +7,6 @@ cluster's catalog is as it was before.
 
 from __future__ import annotations
 
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -192,8 +191,7 @@ def test_datastore_that_does_not_exist(vm12: Cloud) -> None:
 # the host side of a job -------------------------------------------------------------------------
 def host_job(cloud: Cloud, request: bytes) -> tuple[int, dict[str, object], str]:
     """``<remotes>/onevita/onevita host-job`` with ``request`` on stdin: (rc, reply, stderr)."""
-    proc = subprocess.run([str(REMOTES / "onevita" / "onevita"), "host-job"], input=request,
-                          capture_output=True, env=cloud.env, timeout=60, check=False)
+    proc = cloud.process([str(REMOTES / "onevita" / "onevita"), "host-job"], stdin=request, timeout=60)
     return proc.returncode, orjson.loads(proc.stdout), proc.stderr.decode()
 
 

@@ -3,7 +3,8 @@
 OpenNebula runs ``remotes/<family>/<driver>/<action>``; the launcher passes
 ``<family>/<action>`` and the arguments here. Run as ``python3 onevita.pyz COMMAND ARGS``, the
 command comes first. Only this function turns errors into OpenNebula's failure format:
-the reason as a plain stderr line, an ``ERROR:`` line for oned.log, exit 1.
+the reason as a plain stderr line, an ``ERROR:`` line for oned.log, exit 1. It also extends PATH
+as OpenNebula's driver scripts do (``one.environment``), before anything runs a command.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 from . import log
 from .actions import ACTIONS, ADMIN
 from .errors import BadRequest, OnevitaError
+from .one.environment import use_tool_path
 
 USAGE = "usage: onevita COMMAND [ARGS...]; commands: " + ", ".join(sorted(ADMIN))
 
@@ -39,6 +41,7 @@ def _check_arity(func: Callable[..., object], args: list[str], command: str) -> 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the process exit code."""
+    use_tool_path()
     if argv is None:
         argv = sys.argv[1:]
     if not argv:

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from lxml import etree
 
-from tests.cloud import REMOTES, ROOT, Cloud
+from tests.cloud import REMOTES, Cloud
 from tests.datastore.util import MIB, image_data, make_image, snapshot
 
 CHUNK = b"".join(bytes([i]) * 4096 for i in range(1, 9))
@@ -35,8 +35,7 @@ def export(cloud: Cloud, app_id: int = 7, **template: str) -> dict[str, str]:
 
 def download(cloud: Cloud, url: str) -> subprocess.CompletedProcess[bytes]:
     """``onevita download URL`` through the launcher, as downloader.sh runs it."""
-    return subprocess.run([str(REMOTES / "onevita" / "onevita"), "download", url], capture_output=True,
-                          env=cloud.env, cwd=str(ROOT), timeout=120, check=False)
+    return cloud.process([str(REMOTES / "onevita" / "onevita"), "download", url])
 
 
 def reason(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -114,6 +113,6 @@ class TestDownload:
         assert (proc.returncode, proc.stdout, reason(proc)) == (1, b"", error)
 
     def test_export_stream_rejects_a_bad_request(self, cloud: Cloud) -> None:
-        proc = subprocess.run([str(REMOTES / "onevita" / "onevita"), "export-stream"], input=b'{"name": "a;b"}',
-                              capture_output=True, env=cloud.env, timeout=60, check=False)
+        proc = cloud.process([str(REMOTES / "onevita" / "onevita"), "export-stream"], stdin=b'{"name": "a;b"}',
+                             timeout=60)
         assert (proc.returncode, proc.stdout, reason(proc)) == (1, b"", "invalid Vitastor image name 'a;b'")

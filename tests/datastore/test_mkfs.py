@@ -12,6 +12,8 @@ from tests.datastore.util import MIB, catalog, image_data, make_image, names
 from tests.formatting import (
     EXT_MAGIC,
     XFS_MAGIC,
+    as_oneadmin,
+    blkid,
     datastore_conf,  # noqa: F401 (a fixture)
     dumpe2fs,
     has,
@@ -50,6 +52,15 @@ def test_xfs_datablock(cloud: Cloud) -> None:
     name = f"{cloud.prefix}-7"
     assert mkfs(cloud, size_mb=320, fs="xfs")[0] == 0
     assert has(cloud, name, XFS_MAGIC)
+
+
+@pytest.mark.parametrize("fs", ["ext2", "ext3", "ext4", "xfs"])
+def test_real_file_system_as_oneadmin(cloud: Cloud, tmp_path: Path, fs: str) -> None:
+    """``mkfs -t ext4`` finds mkfs.ext4 through PATH itself: the sbin directories must be in it."""
+    as_oneadmin(cloud)
+    name, size_mb = f"{cloud.prefix}-7", 320 if fs == "xfs" else 64
+    assert mkfs(cloud, size_mb=size_mb, fs=fs) == (0, f"{name}\n", "")
+    assert blkid(cloud, name, size_mb * MIB, tmp_path)["TYPE"] == fs
 
 
 def test_save_as_prints_the_name_only(cloud: Cloud) -> None:

@@ -3,6 +3,8 @@
 The driver reaches hypervisors and bridges with ``ssh -F <config_path> <alias> <command>``; here all
 aliases land on one sshd whose sessions get a fixed environment (PATH, ONEVITA_* …) through
 ``SetEnv``, so the remote side of the driver runs for real, with real quoting and exit codes.
+Logins are as the unprivileged action user only (as oneadmin logs in to OpenNebula's hosts),
+never as root.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from ._process import free_ports, log_tail, port_accepts, stop_process, wait_until
+from .user import ActionUser
 
 SSHD_BINARY = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
@@ -21,8 +24,8 @@ DEAD_ALIAS = "deadhost"
 START_ATTEMPTS = 3
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # bash sources ~/.bashrc for commands run by sshd unless it is a nested shell (SHLVL >= 2 after its
-# own increment). Root's .bashrc on a developer machine rewrites PATH (pyenv, cargo …), which would
-# put other interpreters ahead of the PATH a test asked for, so sessions start as if nested.
+# own increment). A .bashrc may rewrite PATH (pyenv, cargo …), which would put other interpreters
+# ahead of the PATH a test asked for, so sessions start as if nested.
 _NO_BASHRC = {"SHLVL": "1"}
 
 
@@ -42,17 +45,21 @@ def _setenv_line(env: Mapping[str, str]) -> str:
 
 
 class Sshd:
-    """``sshd -D`` on a free 127.0.0.1 port, keys/config/logs all in ``tmp_dir``, root login by key only.
+    """``sshd -D`` on a free 127.0.0.1 port, keys/config/logs all in ``tmp_dir``, login as ``user``
+    by key only.
 
     ``config_path`` is an ssh client config in which each alias (plus ``deadhost``, a closed port)
-    maps to that sshd, with strict host key checking against a pre-filled known_hosts.
+    maps to that sshd as ``user``, with strict host key checking against a pre-filled known_hosts.
+    ``user`` owns ``tmp_dir`` and its side of ssh there (key pair, known_hosts, authorized_keys),
+    as oneadmin owns ~/.ssh; the host key and sshd's own files stay root's.
     """
 
-    def __init__(self, tmp_dir: Path | str, *, env: Optional[Mapping[str, str]] = None,
+    def __init__(self, tmp_dir: Path | str, *, user: ActionUser, env: Optional[Mapping[str, str]] = None,
                  aliases: Sequence[str] = DEFAULT_ALIASES, start_timeout: float = 15.0) -> None:
         if not aliases:
             raise ValueError("Sshd needs at least one host alias")
         self.tmp_dir = Path(tmp_dir)
+        self.user = user
         self.env = dict(env or {})
         self.aliases = tuple(aliases)
         self.start_timeout = start_timeout
@@ -63,6 +70,7 @@ class Sshd:
         self.sshd_config_path = self.tmp_dir / "sshd_config"
         self.config_path = self.tmp_dir / "ssh_config"
         self.known_hosts = self.tmp_dir / "known_hosts"
+        self.authorized_keys = self.tmp_dir / "authorized_keys"
         self.log_path = self.tmp_dir / "sshd.log"
         self._setenv = _setenv_line({**_NO_BASHRC, **self.env})
         self._proc: Optional[subprocess.Popen[bytes]] = None
@@ -85,12 +93,14 @@ class Sshd:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         self._keygen(self.host_key)
         self._keygen(self.client_key)
-        (self.tmp_dir / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
+        self.authorized_keys.write_text(self.client_key.with_suffix(".pub").read_text())
         tail = ""
         for attempt in range(START_ATTEMPTS):
             if attempt or not self.port:
                 self.port, self.dead_port = free_ports(2)
             self._write_configs()
+            self.user.own(self.tmp_dir, self.client_key, self.client_key.with_suffix(".pub"), self.known_hosts,
+                          self.authorized_keys)
             self._proc = self._spawn()
             if wait_until(self._ready, self.start_timeout, self._proc):
                 return self
@@ -125,15 +135,17 @@ class Sshd:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
 
     def _sshd_config(self) -> str:
-        """Key-only root login; generous MaxStartups because the driver opens parallel sessions."""
+        """Key-only login of the action user alone; generous MaxStartups because the driver opens
+        parallel sessions."""
         lines = [
             "ListenAddress 127.0.0.1",
             f"Port {self.port}",
             f"HostKey {_quote(str(self.host_key))}",
             f"PidFile {_quote(str(self.tmp_dir / 'sshd.pid'))}",
-            f"AuthorizedKeysFile {_quote(str(self.tmp_dir / 'authorized_keys'))}",
+            f"AuthorizedKeysFile {_quote(str(self.authorized_keys))}",
             "StrictModes no",
-            "PermitRootLogin prohibit-password",
+            "PermitRootLogin no",
+            f"AllowUsers {self.user.name}",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -151,7 +163,7 @@ class Sshd:
         blocks.append(f"Host {DEAD_ALIAS}\n    HostName 127.0.0.1\n    Port {self.dead_port}\n")
         blocks.append(
             "Host *\n"
-            "    User root\n"
+            f"    User {self.user.name}\n"
             f"    IdentityFile {_quote(str(self.client_key))}\n"
             "    IdentitiesOnly yes\n"
             "    IdentityAgent none\n"

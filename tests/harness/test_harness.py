@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import pytest
 from lxml import etree
 
+from onevita.one.environment import tool_path
+from tests.cloud import Cloud
 from tests.harness import documents as doc
 from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import (
@@ -27,10 +29,11 @@ from tests.harness.oned import (
     OnedStandIn,
 )
 from tests.harness.sshd import Sshd
+from tests.harness.user import PATH, ActionUser
 
 FIXTURES = Path("/work/shared/reference/fixtures")
 ONE_NS = "http://opennebula.org/XMLSchema"
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sshd needs root to log in as root")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sshd needs root to log in as another user")
 
 
 def _port_closed(port: int) -> bool:
@@ -93,19 +96,30 @@ REMOTE_ENV = {"PATH": "/opt/onevita/bin:/usr/bin:/bin", "ONEVITA_TEST": 'two wor
 
 
 @pytest.fixture
-def sshd_daemon(tmp_path: Path) -> Iterator[Sshd]:
+def sshd_daemon(tmp_path: Path, action_user: ActionUser) -> Iterator[Sshd]:
     if not (Path("/usr/sbin/sshd").exists() and shutil.which("ssh")):
         pytest.skip("OpenSSH is not installed")
-    with Sshd(tmp_path, env=REMOTE_ENV) as server:
+    with Sshd(tmp_path, user=action_user, env=REMOTE_ENV) as server:
         yield server
 
 
 @needs_root
-def test_ssh_reaches_every_alias_with_the_configured_environment(sshd_daemon: Sshd) -> None:
+def test_ssh_reaches_every_alias_as_the_user_with_the_configured_environment(sshd_daemon: Sshd,
+                                                                              action_user: ActionUser) -> None:
     for alias in ("node1", "node2", "bridge1", "bridge2"):
-        result = sshd_daemon.run(alias, 'printf "%s\\n%s\\n" "$PATH" "$ONEVITA_TEST"; id -u')
+        result = sshd_daemon.run(alias, 'printf "%s\\n%s\\n" "$PATH" "$ONEVITA_TEST"; id -un; id -u')
         assert result.returncode == 0, result.stderr
-        assert result.stdout.splitlines() == [REMOTE_ENV["PATH"], REMOTE_ENV["ONEVITA_TEST"], "0"]
+        assert result.stdout.splitlines() == [REMOTE_ENV["PATH"], REMOTE_ENV["ONEVITA_TEST"], action_user.name,
+                                              str(action_user.uid)]
+
+
+@needs_root
+def test_root_cannot_log_in(sshd_daemon: Sshd) -> None:
+    """Nothing on the "hosts" can fall back to running as root."""
+    argv = ["ssh", "-F", str(sshd_daemon.config_path), "-o", "User=root", "node1", "true"]
+    refused = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    assert refused.returncode == 255
+    assert "Permission denied" in refused.stderr
 
 
 @needs_root
@@ -143,11 +157,43 @@ def test_sshd_stop_and_restart_keep_the_port(sshd_daemon: Sshd) -> None:
     assert sshd_daemon.run("node1", "true").returncode == 0
 
 
-def test_sshd_rejects_unusable_environment(tmp_path: Path) -> None:
+def test_sshd_rejects_unusable_environment(tmp_path: Path, action_user: ActionUser) -> None:
     with pytest.raises(ValueError, match="invalid environment variable name"):
-        Sshd(tmp_path, env={"BAD-NAME": "x"})
+        Sshd(tmp_path, user=action_user, env={"BAD-NAME": "x"})
     with pytest.raises(ValueError, match="line break"):
-        Sshd(tmp_path, env={"MULTI": "a\nb"})
+        Sshd(tmp_path, user=action_user, env={"MULTI": "a\nb"})
+
+
+# ------------------------------------------------------------------------------ the action user
+
+@needs_root
+def test_hosts_sessions_run_as_the_action_user_with_debians_path(sshd: Sshd, action_user: ActionUser) -> None:
+    """The session sshd, which every action reaches its hosts through, runs commands as the
+    unprivileged user with Debian's PATH for users other than root."""
+    result = sshd.run("node1", 'id -un; printf "%s\\n" "$PATH"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [action_user.name, PATH]
+
+
+@needs_root
+def test_actions_run_as_the_action_user(cloud: Cloud, action_user: ActionUser, tmp_path: Path) -> None:
+    """The driver starts as the unprivileged user with Debian's PATH, which onevita extends as
+    OpenNebula's scripts do before running anything (here: the ``$SSH`` wrapper); what it runs
+    on a host over ssh creates files as that user, not root."""
+    assert cloud.env["PATH"] == PATH
+    seen = tmp_path / "seen"
+    wrapper = tmp_path / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nid -un > {seen}\nprintf "%s\\n" "$PATH" >> {seen}\nexec ssh "$@"\n')
+    wrapper.chmod(0o755)
+    cloud.env["SSH"] = str(wrapper)
+    src, dst = tmp_path / "node1" / "100" / "12", tmp_path / "node2" / "100" / "12"
+    src.mkdir(parents=True)
+    (src / "deployment.0").write_text("<domain/>\n")
+    cloud.add_vm(12, [], host="node1")
+    cloud.ok("tm/mv", f"node1:{src}", f"node2:{dst}", "12", "100")
+    assert seen.read_text().splitlines() == [action_user.name, tool_path(PATH)]
+    made_on_node2 = tmp_path / "node2"  # by the ssh session that prepares the destination
+    assert (made_on_node2.stat().st_uid, (dst / "deployment.0").read_text()) == (action_user.uid, "<domain/>\n")
 
 
 # --------------------------------------------------------------------------------------------- oned

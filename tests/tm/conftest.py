@@ -3,7 +3,6 @@ the driver reached over ssh, and a recording ``virsh`` for the live-snapshot fre
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,6 +14,7 @@ from onevita.vitastor.etcd import b64
 from onevita.vitastor.jobs import open_catalog
 from tests.cloud import Cloud
 from tests.harness.sshd import Sshd
+from tests.harness.user import HOST_PYTHON, ActionUser
 
 MIB = 1 << 20
 
@@ -145,12 +145,14 @@ class FakeVirsh:
 
 
 @pytest.fixture(scope="session")
-def virsh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding only the fake ``virsh``."""
+def virsh_dir(tmp_path_factory: pytest.TempPathFactory, action_user: ActionUser) -> Path:
+    """A directory holding only the fake ``virsh``, the action user's (which runs it and writes
+    its log there)."""
     directory = tmp_path_factory.mktemp("fake-virsh")
     script = directory / "virsh"
-    script.write_text(FAKE_VIRSH.format(python=sys.executable))
+    script.write_text(FAKE_VIRSH.format(python=HOST_PYTHON))
     script.chmod(0o755)
+    action_user.give(directory)
     return directory
 
 
@@ -158,7 +160,7 @@ def virsh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def virsh_sshd(tmp_path_factory: pytest.TempPathFactory, sshd: Sshd, virsh_dir: Path) -> Iterator[Sshd]:
     """The hosts of the session sshd, with the fake virsh first in the sessions' PATH."""
     env = {**sshd.env, "PATH": f"{virsh_dir}:{sshd.env['PATH']}"}
-    with Sshd(tmp_path_factory.mktemp("sshd-virsh"), env=env, aliases=sshd.aliases) as server:
+    with Sshd(tmp_path_factory.mktemp("sshd-virsh"), user=sshd.user, env=env, aliases=sshd.aliases) as server:
         yield server
 
 

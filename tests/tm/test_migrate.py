@@ -9,16 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from onevita.actions import DRIVER_DIRS
 from tests.cloud import SYSTEM_DS, Cloud, Result
 from tests.harness import documents as docs
 from tests.harness.sshd import Sshd
+from tests.harness.user import HOST_PYTHON
 
 MIB = 1 << 20
 SPARSE_SIZE = 64 * MIB
@@ -79,12 +77,7 @@ def allocated(path: Path) -> int:
 def run_tree(cloud: Cloud, remotes: Path, action: str, *args: str, stdin: bytes = b"",
              env: dict[str, str] | None = None) -> Result:
     """Run an action through its link in another remotes tree, like one_tm does."""
-    family, _, name = action.partition("/")
-    argv = [str(remotes / DRIVER_DIRS[family] / name), *args]
-    start = time.monotonic()
-    proc = subprocess.run(argv, input=stdin, capture_output=True, env={**cloud.env, **(env or {})},
-                          timeout=120, check=False)
-    return Result(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(), time.monotonic() - start)
+    return cloud.run(action, *args, stdin=stdin, env=env, remotes=remotes)
 
 
 def vm_b64(vm_id: int = 12, *, other_tm: str | None = None, lcm_state: int = 3) -> bytes:
@@ -108,7 +101,7 @@ def node2_view(tmp_path: Path, ds_dir: Path) -> tuple[Path, dict[str, str]]:
     """node2's own DATASTORE_LOCATION and the environment that makes node2 see it at ds_dir."""
     node2 = tmp_path / "node2-datastores"
     wrapper = tmp_path / "view-ssh"
-    wrapper.write_text(VIEW_SSH.format(python=sys.executable, frm=str(ds_dir), to=str(node2)))
+    wrapper.write_text(VIEW_SSH.format(python=HOST_PYTHON, frm=str(ds_dir), to=str(node2)))
     wrapper.chmod(0o755)
     return node2, {"SSH": str(wrapper)}
 

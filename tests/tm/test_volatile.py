@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.cloud import Cloud
 from tests.formatting import (
     EXT_MAGIC,
     SWAP_MAGIC,
     XFS_MAGIC,
+    as_oneadmin,
+    blkid,
     datastore_conf,  # noqa: F401 (a fixture)
     dumpe2fs,
     has,
@@ -62,6 +66,14 @@ class TestMkimage:
         assert has(cloud, name, XFS_MAGIC)
         if cloud.cluster.simulated:
             assert cloud.cluster.allocated(name) < 320 * MIB // 4
+
+    @pytest.mark.parametrize("fs", ["ext4", "xfs"])
+    def test_real_file_system_as_oneadmin(self, cloud: Cloud, tmp_path: Path, fs: str) -> None:
+        as_oneadmin(cloud)
+        size_mb = 320 if fs == "xfs" else 64
+        name = volatile(cloud, size_mb=size_mb, fs=fs)
+        assert mkimage(cloud, size_mb) == (0, "", "")
+        assert blkid(cloud, name, size_mb * MIB, tmp_path)["TYPE"] == fs
 
     def test_format_swap_makes_swap(self, cloud: Cloud) -> None:
         """OpenNebula's common mkswap calls mkimage with FORMAT swap."""
@@ -131,6 +143,13 @@ class TestMkimage:
 
 
 class TestMkswap:
+    def test_real_swap_as_oneadmin(self, cloud: Cloud, tmp_path: Path) -> None:
+        as_oneadmin(cloud)
+        name = volatile(cloud, type="swap")
+        cloud.ok("tm/mkswap", "64", DISK2, "12", "100")
+        probed = blkid(cloud, name, 64 * MIB, tmp_path)
+        assert (probed["TYPE"], probed["LABEL"]) == ("swap", "swap")
+
     def test_swap_signature_and_label(self, cloud: Cloud, staging: Path) -> None:
         name = volatile(cloud, type="swap")
         result = cloud.run("tm/mkswap", "64", DISK2, "12", "100")

@@ -30,26 +30,18 @@ MADE_AS = "onevita_made_as"  # meta key: what make_empty put in the image ("raw"
 SWAP = "swap"
 RAW = "raw"
 _FS = re.compile(r"[a-z0-9]{1,16}")  # a SUPPORTED_FS word; never an option or a path
-# mkfs and mkswap live in sbin, which oneadmin's PATH on a host often lacks
-SBIN = ("/usr/sbin", "/sbin")
-
-
-def _tool(name: str) -> str:
-    """The full path of ``name`` from PATH or the sbin directories."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
-    path = shutil.which(name, path=search)
-    if path is None:
-        raise ConfigError(f"{name} not found on this host (looked in PATH and {', '.join(SBIN)})")
-    return path
 
 
 def _format_argv(fs: str, opts: list[str], path: str) -> list[str]:
-    """The command ``mkfs_command`` (scripts_common.sh) would run on the staging file."""
+    """The command ``mkfs_command`` (scripts_common.sh) would run on the staging file. The tools
+    are found through PATH, which the entry point extends with the sbin directories as
+    OpenNebula's scripts do (``one.environment``): ``mkfs -t ext4`` itself runs ``mkfs.ext4``
+    through PATH, so locating ``mkfs`` alone would not be enough."""
     if fs == SWAP:
-        return [_tool("mkswap"), "-L", "swap", path]
+        return ["mkswap", "-L", "swap", path]
     if fs == "xfs":
-        return [_tool("mkfs.xfs"), "-f", *opts, path]
-    return [_tool("mkfs"), "-F", "-t", fs, *opts, path]
+        return ["mkfs.xfs", "-f", *opts, path]
+    return ["mkfs", "-F", "-t", fs, *opts, path]
 
 
 def _build(fs: str, opts: list[str], size: int, staging: str) -> str:
