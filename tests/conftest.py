@@ -33,6 +33,20 @@ SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
 VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
 SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real libvitastor_client
 _OWN_BASETEMP = pytest.StashKey[bool]()  # whether pytest_configure made the base temporary directory
+BASETEMP_PREFIX = "pytest-onevita-"  # then the pid of the session
+KEEP_BASETEMPS = 3  # of finished sessions, as pytest keeps its own
+
+
+def _running(basetemp: Path) -> bool:
+    """Whether the session that made ``basetemp`` still runs (without a pid in the name: as if
+    it did, so nothing that may be in use is removed)."""
+    try:
+        os.kill(int(basetemp.name.removeprefix(BASETEMP_PREFIX).split("-")[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -40,9 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
     """A fresh base temporary directory in /tmp unless --basetemp names one: pytest's own
     /tmp/pytest-of-root is root's alone (pytest takes group and other bits off it at every
     start, also under a session still running), and the action user must reach the tests'
-    directories below it."""
+    directories below it. Of those that finished sessions left (after failures), the newest
+    KEEP_BASETEMPS stay."""
     if config.option.basetemp is None:
-        config.option.basetemp = tempfile.mkdtemp(prefix="pytest-onevita-")
+        kept = [path for path in Path(tempfile.gettempdir()).glob(BASETEMP_PREFIX + "*")
+                if not _running(path)]
+        for path in sorted(kept, key=lambda path: path.stat().st_mtime)[:-KEEP_BASETEMPS]:
+            shutil.rmtree(path, ignore_errors=True)
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"{BASETEMP_PREFIX}{os.getpid()}-")
         config.stash[_OWN_BASETEMP] = True
 
 
