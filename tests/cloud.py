@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from onevita.actions import DRIVER_DIRS
+from tests.captures import plugin as captures
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
 from tests.harness.user import ActionUser
@@ -117,6 +118,8 @@ class Cloud:
         result = Result(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(),
                         time.monotonic() - start)
         self.history.append(result)
+        if result.rc == 0:
+            captures.record(action, stdin or b"")
         return result
 
     def ok(self, action: str, *args: str, stdin: Optional[bytes] = None) -> Result:

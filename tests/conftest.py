@@ -21,7 +21,9 @@ from typing import Iterator
 
 import pytest
 
+from tests.captures import plugin as captures
 from tests.cloud import REMOTES, ROOT, Cloud, action_env
+from tests.harness.antietcd_server import AntiEtcdServer
 from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
@@ -32,6 +34,9 @@ from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the actions and ho
 SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
 VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
 SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real libvitastor_client
+# the test modules also run against antietcd, the etcd replacement Vitastor's monitor can use
+ANTIETCD_MODULES = {"tests.vitastor.test_catalog", "tests.tm.test_disk", "tests.tm.test_snap",
+                    "tests.datastore.test_image"}
 _OWN_BASETEMP = pytest.StashKey[bool]()  # whether pytest_configure made the base temporary directory
 BASETEMP_PREFIX = "pytest-onevita-"  # then the pid of the session
 KEEP_BASETEMPS = 3  # of finished sessions, as pytest keeps its own
@@ -66,7 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove that directory after a run without failures; keep it to look into otherwise."""
+    """Fail the run if a test sent a document a real oned would not (tests/captures); remove
+    that directory after a run without failures, keep it to look into otherwise."""
+    if not captures.report(session):
+        exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.config.stash.get(_OWN_BASETEMP, False) and exitstatus == 0:
         shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
 
@@ -145,10 +153,34 @@ def oned(oned_server: OnedStandIn) -> OnedStandIn:
     return oned_server
 
 
+@pytest.fixture(scope="session")
+def antietcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real antietcd (npm) for the whole session; its client URL."""
+    with AntiEtcdServer(tmp_path_factory.mktemp("antietcd")) as server:
+        yield server.url
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ANTIETCD_MODULES' tests run once on etcd and once on antietcd."""
+    if "store" in metafunc.fixturenames and metafunc.module.__name__ in ANTIETCD_MODULES:
+        metafunc.parametrize("store", ["etcd", "antietcd"], indirect=True)
+
+
 @pytest.fixture()
-def cluster(etcd: str, tmp_path: Path) -> SimCluster:
+def store(request: pytest.FixtureRequest) -> str:
+    """The metadata store of a simulated cluster: etcd, or antietcd for the ANTIETCD_MODULES'
+    second run (a real cluster has its own)."""
+    name = str(getattr(request, "param", "etcd"))
+    if name == "antietcd" and not SIMULATED:
+        pytest.skip("a real cluster's metadata store is its own")
+    return name
+
+
+@pytest.fixture()
+def cluster(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> SimCluster:
     """A Vitastor cluster of this test's own (its own etcd prefix and data directory)."""
-    return SimCluster(etcd, tmp_path / "cluster", prefix=f"/vitastor-{uuid.uuid4().hex[:8]}")
+    url = request.getfixturevalue(store)
+    return SimCluster(url, tmp_path / "cluster", prefix=f"/vitastor-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(params=["ssh", "frontend"])

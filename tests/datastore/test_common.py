@@ -33,9 +33,9 @@ class TestBridgeList:
     @pytest.mark.parametrize("action", ["monitor", "clone", "snap_delete"])
     def test_empty_bridge_list(self, cloud: Cloud, action: str) -> None:
         cloud.add_datastores(BRIDGE_LIST="  ")
-        result = cloud.run(f"datastore/{action}", "7", stdin=image_data(cloud, 7, source=f"{cloud.prefix}-7",
-                                                                        path=f"{cloud.prefix}-7",
-                                                                        target_snapshot=0))
+        stdin = cloud.action_data() if action == "monitor" else image_data(  # monitor gets no IMAGE
+            cloud, 7, source=f"{cloud.prefix}-7", path=f"{cloud.prefix}-7", target_snapshot=0)
+        result = cloud.run(f"datastore/{action}", "7", stdin=stdin)
         if cloud.mode == "ssh":
             assert (result.rc, result.reason) == (1, "Datastore template missing 'BRIDGE_LIST' attribute.")
         else:

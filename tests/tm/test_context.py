@@ -12,6 +12,7 @@ import pytest
 
 from tests.cloud import Result
 from tests.harness.oned import OnedStandIn
+from tests.harness.user import ActionUser
 from tests.install.conftest import FrontEnd, frontend_env, make_frontend
 from tests.onetrees import VERSIONS
 
@@ -41,20 +42,24 @@ def record_at(script: Path, record: Path, rc: int) -> None:
 
 
 def context(frontend: FrontEnd, *args: str) -> Result:
+    """Run the installed tm/vitastor/context as oned runs it: as the action user, Debian's PATH."""
     argv = [str(frontend.remotes / "tm" / "vitastor" / "context"), *args]
     start = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, env=frontend.env, timeout=60, check=False)
+    user = ActionUser.lookup()
+    user.give(frontend.root.parent)  # the test's directory, as oneadmin owns OpenNebula's
+    proc = subprocess.run(argv, capture_output=True, env={**frontend.env, **user.environment()}, timeout=60,
+                          check=False, **user.credentials())
     return Result(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(), time.monotonic() - start)
 
 
 @pytest.mark.parametrize("rc", [0, 7])
-def test_context_runs_the_installed_ssh_context_script(installed: FrontEnd, tmp_path: Path, rc: int) -> None:
+def test_context_runs_the_installed_ssh_context_script(installed: FrontEnd, rc: int) -> None:
     """argv reaches tm/ssh/context unchanged, and its exit code is the action's."""
     script = installed.remotes / "tm" / "ssh" / "context"
-    record_at(script, tmp_path / "call", rc)
+    record_at(script, installed.root / "call", rc)
     result = context(installed, *ARGS)
     assert result.rc == rc, result.stderr
-    assert Path(f"{tmp_path}/call.argv").read_text().splitlines() == [str(script), *ARGS]
+    assert (installed.root / "call.argv").read_text().splitlines() == [str(script), *ARGS]
 
 
 def test_no_tm_common_in_any_installed_tree(installed: FrontEnd) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.cloud import SYSTEM_DS, Cloud
 from tests.datastore.util import MIB, make_image, snapshot
+from tests.harness import documents as docs
 from tests.sim.cluster import DEFAULT_CAPACITY
 
 CAPACITY_MB = DEFAULT_CAPACITY // MIB
@@ -126,7 +127,10 @@ def decode_empty(datagram: bytes) -> tuple[list[str], str]:
 
 
 def monitor_data(cloud: Cloud, vm_disks: bool = True) -> bytes:
-    return cloud.action_data(ds_id=SYSTEM_DS, extra={"MONITOR_VM_DISKS": "1"} if vm_disks else None)
+    """What oned sends tm/monitor: the system datastore, DATASTORE_LOCATION, and MONITOR_VM_DISKS
+    (1 every DS_MONITOR_VM_DISK runs, else 0)."""
+    return cloud.action_data(ds_id=SYSTEM_DS, extra={"DATASTORE_LOCATION": docs.DATASTORE_LOCATION,
+                                                     "MONITOR_VM_DISKS": "1" if vm_disks else "0"})
 
 
 def skip_unless_simulated(cloud: Cloud) -> None:

@@ -307,6 +307,7 @@ class TestFailures:
             client.copy_image(cluster.config, "a", "b")
         monkeypatch.delenv("ONEVITA_LIBVITASTOR")
         monkeypatch.setattr(client, "LIBRARY_DIRS", (str(tmp_path),))
+        monkeypatch.setattr(client, "_from_dynamic_linker", lambda: None)  # a machine whose linker has none
         with pytest.raises(ConfigError, match="libvitastor_client.so not found .*vitastor-client"):
             client.copy_image(cluster.config, "a", "b")
 

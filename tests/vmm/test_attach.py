@@ -134,10 +134,8 @@ def action_data(cloud: Cloud, attach: Mapping[str, str], *, disks: Optional[Sequ
                      context_disk_id=context_disk_id)
     if template:
         vm = with_template(vm, template)
-    system = cloud.oned.datastores[SYSTEM_DS]
-    strip = len('<?xml version="1.0" encoding="UTF-8"?>')
-    body = "".join(d[strip:] if d.startswith("<?xml") else d for d in (vm, system))
-    return docs.encode_b64(f"<VMM_DRIVER_ACTION_DATA>{body}</VMM_DRIVER_ACTION_DATA>")
+    return docs.encode_b64(docs.vmm_action_data(vm, cloud.oned.datastores[SYSTEM_DS], host="node1",
+                                                deploy_id=DEPLOY_ID))
 
 
 def run_attach(cloud: Cloud, virsh: Recorder, data: str, *, disk_id: int = 1, target: str = "vdb",
