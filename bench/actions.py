@@ -4,9 +4,11 @@
 
 Each round runs the demo's VM disk lifecycle (``demo.Lifecycle``: clone, ln, monitor, snapshots,
 revert, resize, mv, delete...) once in ssh mode and once in front-end mode, on a fresh simulated
-cluster each time, alternating which mode goes first. The median per action over the rounds
-is printed with the ratio front-end/ssh. Everything runs on this machine: ssh to "hosts" is a
-loopback connection, so real networks add their round trips to the ssh column.
+cluster each time (or, with ONEVITA_TEST_VITASTOR_CONF and ONEVITA_TEST_VITASTOR_CLI, on that
+real cluster with a fresh image prefix), alternating which mode goes first. The median per
+action over the rounds is printed with the ratio front-end/ssh. Everything runs on this
+machine: ssh to "hosts" is a loopback connection, so real networks add their round trips to the
+ssh column.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import statistics
 import sys
 
-from demo import MODES, Lifecycle, World
+from demo import MODES, REAL_CONF, Lifecycle, World
 
 
 def main() -> int:
@@ -24,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
     totals: dict[str, list[float]] = {mode: [] for mode in MODES}
-    with World() as world:
+    with World(real=bool(REAL_CONF)) as world:
         for round_ in range(args.rounds):
             order = MODES if round_ % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
@@ -36,7 +38,8 @@ def main() -> int:
                 totals[mode].append(sum(r.seconds for r in life.results.values()))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     ssh, frontend = samples["ssh"], samples["frontend"]
-    print(f"median of {args.rounds} rounds, ms")
+    where = f"real cluster ({REAL_CONF})" if REAL_CONF else "SIMULATED cluster"
+    print(f"median of {args.rounds} rounds, ms, {where}")
     print(f"{'action':<20}{'ssh':>10}{'front-end':>12}{'front-end/ssh':>15}")
     rows = [(label, statistics.median(ssh[label]), statistics.median(frontend[label])) for label in ssh]
     rows.append(("lifecycle total", statistics.median(totals["ssh"]), statistics.median(totals["frontend"])))

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from demo import World
+from demo import REAL_CONF, World
 from tests.harness import documents as docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,15 +53,21 @@ def main() -> None:
         "launcher noop": [launcher, "noop"],
         "shiv pyz noop": [PYTHON, str(ROOT / "dist/onevita.pyz"), "noop"],
     }
-    with World() as world:
+    with World(real=bool(REAL_CONF)) as world:
         cloud = world.cloud("frontend", "startup")
         catalog = cloud.cluster.catalog()
-        catalog.create("one-5", 64 << 20, catalog.pool(cloud.pool))
-        cloud.add_vm(12, [docs.image_disk(0, 5, source="one-5", clone=True, size_mb=64)])
-        clone = [str(ROOT / "dist/remotes/tm/vitastor/clone"), "one-fe:one-5",
+        image = f"{cloud.prefix}-5"
+        catalog.create(image, 64 << 20, catalog.pool(cloud.pool))
+        cloud.add_vm(12, [docs.image_disk(0, 5, source=image, clone=True, size_mb=64)])
+        clone = [str(ROOT / "dist/remotes/tm/vitastor/clone"), f"one-fe:{image}",
                  "node1:/var/lib/one//datastores/100/12/disk.0", "12", "101"]
         commands["front-end tm/clone"] = clone
-        medians = measure(commands, args.rounds, cloud.env)
+        try:
+            medians = measure(commands, args.rounds, cloud.env)
+        finally:
+            for name in (f"{image}-12-0", image):  # the clone first, then its parent
+                cloud.cluster.cli("rm", name)
+    print(f"cluster: {'real, ' + REAL_CONF if REAL_CONF else 'SIMULATED'}")
     floor = medians["bare python3 -I -S"]
     print(f"{'command':<22}{'median ms':>12}{'x bare':>10}")
     for name, seconds in medians.items():

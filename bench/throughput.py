@@ -31,21 +31,14 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-# read before demo, which drops them (its cloud is always simulated)
-REAL_CONF = os.environ.get("ONEVITA_TEST_VITASTOR_CONF")
-REAL_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI")
-REAL_POOL = os.environ.get("ONEVITA_TEST_POOL", "testpool")
-
-from demo import MODES, World  # noqa: E402
-from onevita.vitastor import client  # noqa: E402
-from tests.cloud import Cloud  # noqa: E402
-from tests.datastore.util import image_data  # noqa: E402
-from tests.sim.build_sim_lib import build as build_sim_lib  # noqa: E402
-from tests.sim.cluster import SimCluster  # noqa: E402
+from demo import MODES, REAL_CONF, REAL_POOL, World, cluster_env
+from onevita.vitastor import client
+from tests.cloud import Cloud
+from tests.datastore.util import image_data
+from tests.sim.cluster import SimCluster
 
 MIB = 1 << 20
 
@@ -76,29 +69,12 @@ def sh(*argv: str) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {reason}")
 
 
-@contextmanager
-def real_cluster_env() -> Iterator[None]:
-    """ONEVITA_TEST_VITASTOR_* as the caller set them, while a SimCluster is made."""
-    saved = {k: os.environ.get(k) for k in ("ONEVITA_TEST_VITASTOR_CONF", "ONEVITA_TEST_VITASTOR_CLI")}
-    if REAL_CONF:
-        os.environ["ONEVITA_TEST_VITASTOR_CONF"] = REAL_CONF
-        os.environ["ONEVITA_TEST_VITASTOR_CLI"] = REAL_CLI or "vitastor-cli"
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class Bench:
     def __init__(self, world: World, base: Path, size: int) -> None:
         self.world, self.base, self.size = world, base, size
         self.source = base / "source.img"
         self.prefix = f"bench{uuid.uuid4().hex[:6]}"
-        with real_cluster_env():
+        with cluster_env(world.real):
             self.cluster = SimCluster(world.etcd.url, base / "cluster", prefix=f"/vitastor-{self.prefix}")
         self.pool = REAL_POOL if REAL_CONF else "testpool"
         self.images: list[str] = []
@@ -138,13 +114,15 @@ class Bench:
     def dd_round(self, round_: int) -> None:
         image = f"{self.prefix}-dd-{round_}"
         self.images.append(image)
-        pool = ["--pool", self.pool] if self.cluster.simulated else []
+        # the real dd at the queue depth the issue compares against; the simulated one ignores it
+        pool = ["--pool", self.pool] if self.cluster.simulated else ["iodepth=32"]
         cli = [str(self.cluster.cli_path), "--config_path", str(self.cluster.config_path)]
         self.record("vitastor-cli dd import", timed(lambda: sh(*cli, "dd", f"if={self.source}",
                                                                f"oimg={image}", "bs=1M", *pool)))
         target = self.out("dd-export.img")
+        extra = [] if self.cluster.simulated else ["iodepth=32", "conv=trunc"]
         self.record("vitastor-cli dd export", timed(lambda: sh(*cli, "dd", f"iimg={image}", f"of={target}",
-                                                               "bs=1M")))
+                                                               "bs=1M", *extra)))
         target.unlink()
 
     def local_round(self) -> None:
@@ -196,14 +174,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="onevita-throughput-", dir=os.environ.get("TMPDIR", "/var/tmp")))
     try:
         if REAL_CONF:
-            library = None
-            comparison = f"real cluster ({REAL_CONF}): vitastor-cli dd, the real libvitastor_client"
+            comparison = (f"real cluster ({REAL_CONF}): vitastor-cli dd iodepth=32, the real "
+                          "libvitastor_client")
         else:
-            library = str(build_sim_lib(tmp / "lib"))
-            os.environ["ONEVITA_LIBVITASTOR"] = library
-            comparison = ("simulated cluster: a plain local copy (cp --sparse=always, then reading the copy "
+            comparison = ("SIMULATED cluster: a plain local copy (cp --sparse=always, then reading the copy "
                           "into /dev/null) and the simulated vitastor-cli dd; simulated libvitastor_client")
-        with World(libvitastor=library) as world:
+        with World(real=bool(REAL_CONF)) as world:
+            if world.libvitastor:
+                os.environ["ONEVITA_LIBVITASTOR"] = world.libvitastor
             bench = Bench(world, tmp, size)
             make_file(bench.source, size)
             world.oned.reset()

@@ -17,15 +17,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 import zlib
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-# the simulated cluster, never a real one: the demo creates and removes one-5 and one-7
-os.environ.pop("ONEVITA_TEST_VITASTOR_CONF", None)
-os.environ.pop("ONEVITA_TEST_VITASTOR_CLI", None)
+# a real cluster only when asked for (World(real=True), the benchmarks): the demo's own cloud is
+# always simulated, whatever the environment says
+REAL_CONF = os.environ.pop("ONEVITA_TEST_VITASTOR_CONF", None)
+REAL_CLI = os.environ.pop("ONEVITA_TEST_VITASTOR_CLI", None) or "vitastor-cli"
+REAL_POOL = os.environ.get("ONEVITA_TEST_POOL", "testpool")
 
 from tests.cloud import IMAGE_DS, REMOTES, ROOT, SYSTEM_DS, Cloud, Result, action_env  # noqa: E402
 from tests.harness import documents as docs  # noqa: E402
@@ -36,7 +39,7 @@ from tests.harness.user import PATH, ActionUser  # noqa: E402
 from tests.sim.build_sim_lib import build as build_sim_library  # noqa: E402
 from tests.sim.cluster import SIM_CLI, SimCluster  # noqa: E402
 
-__all__ = ["MODES", "VM_ID", "Lifecycle", "StepFailed", "World"]
+__all__ = ["MODES", "REAL_CONF", "REAL_POOL", "VM_ID", "Lifecycle", "StepFailed", "World", "cluster_env"]
 
 MIB = 1 << 20
 MODES = ("ssh", "frontend")
@@ -62,12 +65,30 @@ def ensure_built() -> Path:
     return REMOTES
 
 
-class World:
-    """etcd, sshd, the oned stand-in and a monitord socket in a temporary directory."""
+@contextmanager
+def cluster_env(real: bool) -> Iterator[None]:
+    """ONEVITA_TEST_VITASTOR_* set (a real cluster) or not (simulated) while a SimCluster is made."""
+    if real:
+        os.environ.update(ONEVITA_TEST_VITASTOR_CONF=str(REAL_CONF), ONEVITA_TEST_VITASTOR_CLI=REAL_CLI)
+    try:
+        yield
+    finally:
+        os.environ.pop("ONEVITA_TEST_VITASTOR_CONF", None)
+        os.environ.pop("ONEVITA_TEST_VITASTOR_CLI", None)
 
-    def __init__(self, keep: bool = False, libvitastor: Optional[str] = None) -> None:
+
+class World:
+    """etcd, sshd, the oned stand-in and a monitord socket in a temporary directory; clouds on
+    a simulated cluster, or with ``real`` on the one ONEVITA_TEST_VITASTOR_CONF names (with its
+    vitastor-cli and the system's libvitastor_client)."""
+
+    def __init__(self, keep: bool = False, real: bool = False) -> None:
+        if real and not REAL_CONF:
+            raise RuntimeError("a real cluster needs ONEVITA_TEST_VITASTOR_CONF "
+                               "(and ONEVITA_TEST_VITASTOR_CLI)")
         self.keep = keep
-        self.libvitastor = libvitastor  # ONEVITA_LIBVITASTOR; default: the simulated library
+        self.real = real
+        self.libvitastor: Optional[str] = None  # ONEVITA_LIBVITASTOR: the simulated library
         self.user = ActionUser.lookup()
         self.base = Path(tempfile.mkdtemp(prefix="onevita-demo-"))
         self._stack = ExitStack()
@@ -94,11 +115,12 @@ class World:
         (self.base / "one" / "etc" / "monitord.conf").write_text(
             f'NETWORK = [\n    ADDRESS = "127.0.0.1",\n    PORT = {self.monitord.getsockname()[1]},\n'
             '    MONITOR_ADDRESS = "auto"\n]\n')
-        if self.libvitastor is None:
+        if not self.real:
             self.libvitastor = str(build_sim_library(self.base / "lib"))
         self.user.give(self.base)
         self.etcd = self._stack.enter_context(EtcdServer(self.base / "etcd"))
-        env = {"PATH": PATH, "SHIV_ROOT": str(self.base / "shiv"), "ONEVITA_VITASTOR_CLI": SIM_CLI}
+        cli = REAL_CLI if self.real else SIM_CLI
+        env = {"PATH": PATH, "SHIV_ROOT": str(self.base / "shiv"), "ONEVITA_VITASTOR_CLI": cli}
         if self.libvitastor:
             env["ONEVITA_LIBVITASTOR"] = self.libvitastor
         self.sshd = self._stack.enter_context(Sshd(self.base / "sshd", user=self.user, env=env,
@@ -109,7 +131,7 @@ class World:
         self.env = action_env(oned=self.oned, user=self.user, ssh_config=self.sshd.config_path,
                               host_remotes=self.base / "host-remotes", auth_file=auth,
                               one_location=self.base / "one", shiv_root=self.base / "shiv",
-                              vitastor_cli=SIM_CLI, libvitastor=self.libvitastor)
+                              vitastor_cli=cli, libvitastor=self.libvitastor)
         # the first run of a build extracts the zipapp into shiv's cache, once per machine
         subprocess.run([str(remotes / "onevita" / "onevita"), "noop"], env=self.env, check=True,
                        **self.user.credentials())
@@ -122,11 +144,14 @@ class World:
 
     def cloud(self, mode: str, name: str) -> Cloud:
         """A fresh cluster (its own etcd prefix and data) and datastores 100/101 in ``mode``;
-        ``<base>/<name>`` is its working directory, given to the action user before each action."""
+        ``<base>/<name>`` is its working directory, given to the action user before each action.
+        On a real cluster its images get a prefix of their own instead."""
         self.oned.reset()
-        cluster = SimCluster(self.etcd.url, self.base / name / "cluster", prefix=f"/vitastor-{name}")
+        with cluster_env(self.real):
+            cluster = SimCluster(self.etcd.url, self.base / name / "cluster", prefix=f"/vitastor-{name}")
+        prefix, pool = (f"b{uuid.uuid4().hex[:6]}", REAL_POOL) if self.real else ("one", "testpool")
         cloud = Cloud(oned=self.oned, cluster=cluster, env=dict(self.env), mode=mode, user=self.user,
-                      workdir=self.base / name)
+                      workdir=self.base / name, prefix=prefix, pool=pool)
         cloud.add_datastores()
         return cloud
 
@@ -141,7 +166,8 @@ class World:
 class Lifecycle:
     """Image one-5 registered from a file (datastore/cp), one-7 an empty ext4 datablock
     (datastore/mkfs); VM 12 with disk 0, a clone of one-5, disk 1, the persistent one-7, and
-    disk 2, a volatile ext4 disk (tm/mkimage), from clone to delete. ``show`` sees every step;
+    disk 2, a volatile ext4 disk (tm/mkimage), from clone to delete; then both images are
+    deleted. ``show`` sees every step;
     a failed step raises StepFailed."""
 
     world: World
@@ -170,9 +196,14 @@ class Lifecycle:
             raise StepFailed(label, result)
         return result
 
+    @property
+    def p(self) -> str:
+        """IMAGE_PREFIX of the cloud (``one`` on the simulated cluster)."""
+        return self.cloud.prefix
+
     def add_vm(self, host: str) -> None:
-        disks = [docs.image_disk(0, 5, source="one-5", clone=True, size_mb=128),
-                 docs.image_disk(1, 7, source="one-7", clone=False, persistent=True, size_mb=64),
+        disks = [docs.image_disk(0, 5, source=f"{self.p}-5", clone=True, size_mb=128),
+                 docs.image_disk(1, 7, source=f"{self.p}-7", clone=False, persistent=True, size_mb=64),
                  docs.volatile_disk(2, size_mb=64, fs="ext4")]
         self.cloud.add_vm(VM_ID, disks, host=host)
 
@@ -186,7 +217,8 @@ class Lifecycle:
             f.write(BASE)
         image = docs.image_xml(5, name="one-5", source="", size_mb=64, ds_id=IMAGE_DS, persistent=False,
                                path=str(upload))
-        stat = self.step("datastore/stat", "datastore/stat", "0", stdin=self.cloud.action_data(image=image))
+        stat = self.step("datastore/stat", "datastore/stat", "0",
+                         stdin=self.cloud.action_data(image=docs.stat_image_xml(str(upload))))
         self.note(f"stat says {stat.stdout.strip()} MB")
         self.step("datastore/cp", "datastore/cp", "5", stdin=self.cloud.action_data(image=image))
         datablock = docs.image_xml(7, name="one-7", source="", size_mb=64, ds_id=IMAGE_DS, persistent=True,
@@ -200,22 +232,27 @@ class Lifecycle:
         (vm_dir / "deployment.0").write_text(f"<domain type='kvm'><name>one-{VM_ID}</name></domain>\n")
         self.add_vm("node1")
 
+    def refresh_stats(self) -> None:
+        """The statistics a Vitastor monitor writes (a real cluster's own monitor does it)."""
+        if self.cloud.cluster.simulated:
+            self.cloud.cluster.stats()
+
     def read0(self) -> bytes:
-        return self.cloud.cluster.read(f"one-5-{VM_ID}-0", 0, len(BASE))
+        return self.cloud.cluster.read(f"{self.p}-5-{VM_ID}-0", 0, len(BASE))
 
     def run(self) -> None:
         vm, ids, sysds = str(VM_ID), str(IMAGE_DS), str(SYSTEM_DS)
         self.register_images()
         self.prepare()
-        self.step("tm/clone", "tm/clone", "one-fe:one-5", self.disk("node1", 0), vm, ids)
-        self.step("tm/ln", "tm/ln", "one-fe:one-7", self.disk("node1", 1), vm, ids)
+        self.step("tm/clone", "tm/clone", f"one-fe:{self.p}-5", self.disk("node1", 0), vm, ids)
+        self.step("tm/ln", "tm/ln", f"one-fe:{self.p}-7", self.disk("node1", 1), vm, ids)
         self.step("tm/mkimage", "tm/mkimage", "64", "raw", self.disk("node1", 2), vm, sysds)
-        magic = self.cloud.cluster.read(f"one-sys-{VM_ID}-2", 1024, 4096)[56:58]
+        magic = self.cloud.cluster.read(f"{self.p}-sys-{VM_ID}-2", 1024, 4096)[56:58]
         self.note(f"volatile disk 2 has an ext4 superblock: magic {magic.hex()} (53ef)")
-        self.cloud.cluster.stats()
+        self.refresh_stats()
         self.step("datastore/monitor", "datastore/monitor", ids, stdin=self.cloud.action_data())
         self.step("tm/snap_create 0", "tm/snap_create", self.disk("node1", 0), "0", vm, ids)
-        self.cloud.cluster.write(f"one-5-{VM_ID}-0", 0, WRITTEN)
+        self.cloud.cluster.write(f"{self.p}-5-{VM_ID}-0", 0, WRITTEN)
         self.note(f"the VM writes: disk 0 reads {self.read0()[:34]!r}")
         self.step("tm/snap_create 1", "tm/snap_create", self.disk("node1", 0), "1", vm, ids)
         self.step("tm/snap_revert 0", "tm/snap_revert", self.disk("node1", 0), "0", vm, ids)
@@ -224,10 +261,10 @@ class Lifecycle:
         if after != BASE:
             raise AssertionError(f"snap_revert 0 did not bring back the data of snapshot 0: {after[:40]!r}")
         self.step("tm/resize", "tm/resize", self.disk("node1", 0), "256", vm, ids)
-        self.cloud.cluster.write(f"one-5-{VM_ID}-0", 200 * MIB, bytes(range(256)) * (3 * MIB // 256))
+        self.cloud.cluster.write(f"{self.p}-5-{VM_ID}-0", 200 * MIB, bytes(range(256)) * (3 * MIB // 256))
         self.note("the VM writes 3 MiB at 200 MiB, past the old end of disk 0")
         self.step("tm/snap_delete 1", "tm/snap_delete", self.disk("node1", 0), "1", vm, ids)
-        self.cloud.cluster.stats()
+        self.refresh_stats()
         monitor_data = self.cloud.action_data(ds_id=SYSTEM_DS, extra={
             "DATASTORE_LOCATION": self.location("node1"), "MONITOR_VM_DISKS": "1"})
         self.step("tm/monitor", "tm/monitor", sysds, stdin=monitor_data)
@@ -239,18 +276,28 @@ class Lifecycle:
         moved = Path(self.location("node2")) / sysds / vm
         self.note(f"node2 now has {sorted(p.name for p in moved.iterdir())}; VM 12 runs on node2")
         self.add_vm("node2")
-        self.step("tm/mvds disk 1", "tm/mvds", self.disk("node2", 1), "one-7", vm, ids)
+        self.step("tm/mvds disk 1", "tm/mvds", self.disk("node2", 1), f"{self.p}-7", vm, ids)
         self.step("tm/delete disk 0", "tm/delete", self.disk("node2", 0), vm, ids)
         self.step("tm/delete disk 2", "tm/delete", self.disk("node2", 2), vm, sysds)
         self.step("tm/delete VM dir", "tm/delete", self.vm_dir("node2"), vm, sysds)
         if moved.exists():
             raise AssertionError(f"{moved} is still there after tm/delete")
+        self.delete_images()
+
+    def delete_images(self) -> None:
+        """``oneimage delete`` of both images (datastore/rm), which ends the lifecycle."""
+        for image_id, persistent in ((5, False), (7, True)):
+            image = docs.image_xml(image_id, name=f"one-{image_id}", source=f"{self.p}-{image_id}",
+                                   size_mb=64, ds_id=IMAGE_DS, persistent=persistent)
+            self.step(f"datastore/rm {image_id}", "datastore/rm", str(image_id),
+                      stdin=self.cloud.action_data(image=image))
 
     def leftovers(self) -> dict[str, str]:
-        """Every image in the cluster: name → size, parent."""
+        """Every image of the cloud's prefix in the cluster: name → size, parent."""
         catalog = self.cloud.cluster.catalog()
         images = {}
-        for inode in sorted(catalog.inodes.values(), key=lambda i: i.name):
+        ours = [i for i in catalog.inodes.values() if i.name.startswith(f"{self.p}-")]
+        for inode in sorted(ours, key=lambda i: i.name):
             parent = catalog.parent(inode)
             images[inode.name] = f"{inode.size // MIB} MiB" + (f", parent {parent.name}" if parent else "")
         return images

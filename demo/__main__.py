@@ -5,7 +5,7 @@ First ``onevita install`` puts the driver into a scratch front-end shaped like O
 then printed as OpenNebula's one_tm / one_datastore run it (argv relative to the remotes
 directory), with its exit code, wall time and the driver's log lines; then the images left in
 the cluster, and a per-action time comparison of the ssh and front-end modes. Exits 1 if any
-step fails or anything but one-5 and one-7 is left.
+step fails or any image is left once both images are deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from demo import MODES, Lifecycle, StepFailed, World
 from tests.cloud import REMOTES, Result
 from tests.install.conftest import ZIPAPP, make_frontend
 
-EXPECTED = {"one-5", "one-7"}
 TITLES = {"ssh": "ssh mode: jobs run on the VM's host / a BRIDGE_LIST host over one ssh call",
           "frontend": "front-end mode: VITASTOR_ON_FRONTEND=YES, jobs run in the front-end's process"}
 
@@ -67,11 +66,11 @@ def run_mode(world: World, mode: str) -> tuple[Lifecycle, bool]:
         print(f"\nFAILED: {e}")
         ok = False
     images = life.leftovers()
-    print("\nimages left in the cluster:")
+    print(f"\nimages left in the cluster: {len(images)}")
     for name, description in images.items():
         print(f"  {name:<16} {description}")
-    if ok and set(images) != EXPECTED:
-        print(f"\nFAILED: expected only {sorted(EXPECTED)}, found {sorted(images)}")
+    if ok and images:
+        print(f"\nFAILED: the images were deleted, but the cluster still has {sorted(images)}")
         ok = False
     return life, ok
 
