@@ -32,6 +32,8 @@ ACTIONS = {
     "tm/mkimage": "onevita.tm.volatile:mkimage",
     "tm/mkswap": "onevita.tm.volatile:mkswap",
     "tm/cpds": "onevita.tm.saveas:cpds",
+    "tm/prebackup": "onevita.tm.backup:prebackup",
+    "tm/postbackup": "onevita.tm.backup:postbackup",
     "datastore/monitor": "onevita.datastore.monitor:monitor",
     "datastore/rm": "onevita.datastore.image:rm",
     "datastore/stat": "onevita.datastore.stat:stat",

@@ -55,6 +55,9 @@ JOBS = {
     "fsthaw": "onevita.libvirt:fsthaw",
     "checkpoint_save": "onevita.vmm.checkpoint:save_on_host",
     "checkpoint_restore": "onevita.vmm.checkpoint:restore_on_host",
+    "backup_stage": "onevita.vitastor.backup_jobs:backup_stage",
+    "backup_disk": "onevita.vitastor.backup_jobs:backup_disk",
+    "backup_clean": "onevita.vitastor.backup_jobs:backup_clean",
 }
 LOG_PREFIXES = (b"ERROR:", b"INFO:", b"WARN:", b"DEBUG:")
 FRAME = struct.Struct(">I")

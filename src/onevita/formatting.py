@@ -19,7 +19,7 @@ from .errors import BadRequest, ConfigError
 from .one.model import VitastorSettings
 from .remotes import remotes_dir
 
-__all__ = ["SWAP", "FileSystems", "make_empty", "staging_dir"]
+__all__ = ["SWAP", "FileSystems", "make_empty", "read_datastore_conf", "staging_dir"]
 
 MIB = 1 << 20
 SWAP = "swap"
@@ -48,6 +48,12 @@ def _read_conf(path: str) -> dict[str, str]:
     return values
 
 
+def read_datastore_conf() -> dict[str, str]:
+    """``<remotes>/etc/datastore/datastore.conf`` (SUPPORTED_FS, FS_OPTS_<fs>, BACKUP_BASE_PATH),
+    read, never sourced; {} without it."""
+    return _read_conf(os.path.join(remotes_dir(), "etc", "datastore", "datastore.conf"))
+
+
 @dataclass(frozen=True)
 class FileSystems:
     """SUPPORTED_FS and the FS_OPTS_<fs> values of datastore.conf."""
@@ -58,7 +64,7 @@ class FileSystems:
     @classmethod
     def load(cls) -> FileSystems:
         """From ``<remotes>/etc/datastore/datastore.conf``, OpenNebula's defaults without it."""
-        conf = _read_conf(os.path.join(remotes_dir(), "etc", "datastore", "datastore.conf"))
+        conf = read_datastore_conf()
         supported = conf.get("SUPPORTED_FS") or SUPPORTED_FS
         return cls(supported=tuple(fs.strip() for fs in supported.split(",") if fs.strip()),
                    options={key[len("FS_OPTS_"):]: value for key, value in conf.items()
