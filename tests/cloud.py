@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from onevita.actions import DRIVER_DIRS
+from onevita.vitastor.catalog import Inode
 from tests.captures import plugin as captures
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
@@ -89,6 +90,12 @@ class Cloud:
 
     def datastore_doc(self, ds_id: int) -> str:
         return self.oned.datastores[ds_id]
+
+    # cluster state -------------------------------------------------------------------------
+    def own_inodes(self) -> dict[tuple[int, int], Inode]:
+        """This cloud's layers (named under its prefix) by (pool, id), freshly read: what its
+        tests list and compare, since a real cluster also holds other tests' and users' images."""
+        return self.cluster.own_inodes(self.prefix)
 
     def action_data(self, *, image: Optional[str] = None, ds_id: int = IMAGE_DS,
                     extra: Optional[dict[str, str]] = None) -> bytes:

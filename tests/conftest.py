@@ -5,7 +5,9 @@ The tests run as root; the driver actions and the hosts' sessions run as the unp
 ``action_user`` (tests/harness/user.py), which owns the temporary directories they work in.
 
 Point the suite at a real Vitastor cluster with ONEVITA_TEST_VITASTOR_CONF (its vitastor.conf)
-and ONEVITA_TEST_VITASTOR_CLI (the real vitastor-cli); etcd is then the cluster's own.
+and ONEVITA_TEST_VITASTOR_CLI (the real vitastor-cli); etcd is then the cluster's own. Each test
+names its images under its own ``image_prefix``; on a real cluster they are removed when the test
+ends, and the run fails if any is left at the session's end.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
 from tests.harness.user import PATH, ActionUser
-from tests.sim.cluster import SimCluster
+from tests.sim.cluster import SimCluster, real_leftovers
 from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the actions and hosts load it too)
 
 SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
@@ -38,6 +40,7 @@ SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real li
 ANTIETCD_MODULES = {"tests.vitastor.test_catalog", "tests.tm.test_disk", "tests.tm.test_snap",
                     "tests.datastore.test_image"}
 _OWN_BASETEMP = pytest.StashKey[bool]()  # whether pytest_configure made the base temporary directory
+_PREFIXES = pytest.StashKey[list[str]]()  # every test's image_prefix, for the session-end check
 BASETEMP_PREFIX = "pytest-onevita-"  # then the pid of the session
 KEEP_BASETEMPS = 3  # of finished sessions, as pytest keeps its own
 
@@ -70,10 +73,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_OWN_BASETEMP] = True
 
 
+def report_leftovers(session: pytest.Session) -> bool:
+    """Write the images the session's tests left in the real cluster to the terminal; whether
+    there were none (a test's own cleanup failed, or it made an image outside its prefix's)."""
+    left = real_leftovers(session.config.stash.get(_PREFIXES, []))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if left and reporter is not None:
+        reporter.write_sep("=", "images the tests left in the real Vitastor cluster", red=True)
+        for name in left:
+            reporter.write_line(name)
+    return not left
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if a test sent a document a real oned would not (tests/captures); remove
-    that directory after a run without failures, keep it to look into otherwise."""
+    """Fail the run if a test sent a document a real oned would not (tests/captures), or left an
+    image in a real cluster; remove the base temporary directory after a run without failures,
+    keep it to look into otherwise."""
     if not captures.report(session):
+        exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not report_leftovers(session):
         exitstatus = session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if session.config.stash.get(_OWN_BASETEMP, False) and exitstatus == 0:
         shutil.rmtree(session.config.option.basetemp, ignore_errors=True)
@@ -177,24 +195,38 @@ def store(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture()
-def cluster(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> SimCluster:
-    """A Vitastor cluster of this test's own (its own etcd prefix and data directory)."""
+def image_prefix(request: pytest.FixtureRequest) -> str:
+    """The prefix of every image name this test makes (``t`` and 6 hex digits): a real cluster
+    is shared with other tests and users, so a test counts and removes its own images only."""
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    request.config.stash.setdefault(_PREFIXES, []).append(prefix)
+    return prefix
+
+
+@pytest.fixture()
+def cluster(store: str, request: pytest.FixtureRequest, tmp_path: Path, image_prefix: str) -> Iterator[SimCluster]:
+    """A Vitastor cluster of this test's own (its own etcd prefix and data directory), or the
+    real one, from which the test's images are removed when it ends."""
     url = request.getfixturevalue(store)
-    return SimCluster(url, tmp_path / "cluster", prefix=f"/vitastor-{uuid.uuid4().hex[:8]}")
+    cluster = SimCluster(url, tmp_path / "cluster", prefix=f"/vitastor-{uuid.uuid4().hex[:8]}")
+    yield cluster
+    if not cluster.simulated:
+        cluster.remove_images(image_prefix)
 
 
 @pytest.fixture(params=["ssh", "frontend"])
-def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster, sshd: Sshd,
-          world: Path, tmp_path: Path, action_user: ActionUser, action_library: str | None) -> Cloud:
+def cloud(request: pytest.FixtureRequest, oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path,
+          tmp_path: Path, action_user: ActionUser, action_library: str | None, image_prefix: str) -> Cloud:
     """The test's cloud, once with jobs over ssh on the hosts, once on the front-end; its
-    actions run as the action user, to whom ``tmp_path`` is given before each."""
+    actions run as the action user, to whom ``tmp_path`` is given before each; its IMAGE_PREFIX
+    is the test's ``image_prefix``."""
     auth = tmp_path / "one_auth"
     auth.write_text(oned.session + "\n")
     env = action_env(oned=oned, user=action_user, ssh_config=sshd.config_path,
                      host_remotes=world / "host-remotes", auth_file=auth, one_location=world / "one",
                      shiv_root=world / "shiv", vitastor_cli=VITASTOR_CLI, libvitastor=action_library)
     cloud = Cloud(oned=oned, cluster=cluster, env=env, mode=request.param, user=action_user, workdir=tmp_path,
-                  prefix=f"t{uuid.uuid4().hex[:6]}", pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
+                  prefix=image_prefix, pool=os.environ.get("ONEVITA_TEST_POOL", "testpool"))
     cloud.add_datastores()
     return cloud
 

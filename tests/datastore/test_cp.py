@@ -61,8 +61,7 @@ class TestRaw:
         assert names(cloud) == {name}
         assert catalog(cloud).get(name).size == 4 * MIB
         assert cloud.cluster.read(name, 0, 4 * MIB) == data
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(name) == 3 * len(CHUNK)
+        assert cloud.cluster.allocated(name) == 3 * len(CHUNK)
         assert staging_files(staging) == []
 
     def test_size_not_whole_mb_pads_with_zeros(self, cloud: Cloud, tmp_path: Path) -> None:
@@ -154,8 +153,7 @@ class TestConverted:
         name = f"{cloud.prefix}-7"
         assert catalog(cloud).get(name).size == 6 * MIB + 4096
         assert cloud.cluster.read(name, 0, len(data)) == data
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(name) == 3 * len(CHUNK)
+        assert cloud.cluster.allocated(name) == 3 * len(CHUNK)
         assert staging_files(staging) == []
 
     def test_gzipped_qcow2(self, cloud: Cloud, tmp_path: Path) -> None:

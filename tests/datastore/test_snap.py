@@ -81,8 +81,7 @@ class TestSnapRevert:
         assert names(cloud) == {src, f"{src}@0", f"{src}@1"}
         assert head.id != old_head.id and (old_head.pool_id, old_head.id) not in cat.inodes
         assert cloud.cluster.read(src, 0, 8192) == data
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(src) == 0
+        assert cloud.cluster.allocated(src) == 0
         assert head_config(cloud, src) == (
             '{"name": "%s", "parent_id": %d, "size": %d}' % (src, snap.id, 64 * MIB)).encode()
         assert cloud.cluster.read(f"{src}@0", 0, 8192) == SNAP0
@@ -104,11 +103,11 @@ class TestSnapRevert:
         assert cloud.cluster.read(src, 0, 8192) == SNAP1
 
     def test_revert_to_a_missing_snapshot_fails_and_keeps_the_image(self, cloud: Cloud, src: str) -> None:
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.run("datastore/snap_revert", "7",
                            stdin=image_data(cloud, 7, source=src, target_snapshot=5))
         assert (result.rc, result.reason) == (1, f"Vitastor image {src}@5 does not exist")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
 
 
 class TestSnapFlatten:
@@ -118,8 +117,7 @@ class TestSnapFlatten:
         run(cloud, "snap_flatten", src, snap_id)
         assert names(cloud) == {src}
         assert cloud.cluster.read(src, 0, 8192) == data
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(src) == 8192
+        assert cloud.cluster.allocated(src) == 8192
         assert head_config(cloud, src) == ('{"name": "%s", "size": %d}' % (src, 64 * MIB)).encode()
         assert etcd_value(cloud, f"/index/image/{src}@0") is None
         assert etcd_value(cloud, f"/index/image/{src}@1") is None
@@ -127,9 +125,9 @@ class TestSnapFlatten:
 
     def test_flatten_retry_is_success(self, cloud: Cloud, src: str) -> None:
         run(cloud, "snap_flatten", src, 1)
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         run(cloud, "snap_flatten", src, 1)
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert cloud.cluster.read(src, 0, 8192) == SNAP1
 
     def test_flatten_finishes_an_interrupted_run(self, cloud: Cloud, src: str) -> None:
@@ -150,7 +148,7 @@ def test_target_snapshot_missing(cloud: Cloud, action: str) -> None:
     src = f"{cloud.prefix}-7"
     make_image(cloud, src)
     snapshot(cloud, src, 0)
-    before = catalog(cloud).inodes
+    before = cloud.own_inodes()
     result = cloud.run(f"datastore/{action}", "7", stdin=image_data(cloud, 7, source=src, target_snapshot=None))
     assert (result.rc, result.reason) == (1, "image 7: TARGET_SNAPSHOT is missing")
-    assert catalog(cloud).inodes == before
+    assert cloud.own_inodes() == before

@@ -19,8 +19,8 @@ def catalog(cloud: Cloud) -> Catalog:
 
 
 def names(cloud: Cloud) -> set[str]:
-    """Every layer name in the cluster."""
-    return {i.name for i in catalog(cloud).inodes.values()}
+    """The name of every layer of the cloud's own."""
+    return {i.name for i in cloud.own_inodes().values()}
 
 
 def etcd_value(cloud: Cloud, key: str) -> bytes | None:

@@ -2,9 +2,12 @@
 or a real one when ONEVITA_TEST_VITASTOR_CONF names its vitastor.conf.
 
 Image data is written and read only through ``vitastor-cli dd``, so the same calls check
-"bytes read back" on both. The real cluster is used as it is: its pools, the real
-``vitastor-cli`` ($ONEVITA_TEST_VITASTOR_CLI, default from PATH); ``allocated`` and ``stats``
-need the simulation and skip the test there.
+"bytes read back" on both, and ``allocated`` counts a layer's own written granules on both
+(the files of the simulation, the allocation bitmap through the real libvitastor_client). The
+real cluster is used as it is: its pools, the real ``vitastor-cli`` ($ONEVITA_TEST_VITASTOR_CLI,
+default from PATH); ``stats`` needs the simulation and skips the test there. A real cluster is shared (other tests, other
+users): a test names its images under a prefix of its own, counts only those
+(``own_inodes``) and removes them when it ends (``remove_images``).
 """
 
 from __future__ import annotations
@@ -14,17 +17,19 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+import orjson
 import pytest
 
-from onevita.vitastor.catalog import Catalog, dump_json11
+from onevita.vitastor.catalog import Catalog, Inode, dump_json11
 from onevita.vitastor.config import read_config
 from onevita.vitastor.etcd import Etcd
 
-from .simlayers import GRANULE, LayerStore, round_down, round_up
+from .libclient import layer_allocation
+from .simlayers import GRANULE, LayerKey, LayerStore, round_down, round_up
 
-__all__ = ["DEFAULT_CAPACITY", "SIM_CLI", "SimCluster"]
+__all__ = ["DEFAULT_CAPACITY", "SIM_CLI", "SimCluster", "real_conf", "real_leftovers"]
 
 SIM_CLI = str(Path(__file__).resolve().parent / "bin" / "vitastor-cli")
 DEFAULT_CAPACITY = 10 << 30
@@ -41,6 +46,47 @@ def _block_for(offset: int) -> int:
     return block
 
 
+def real_conf() -> str | None:
+    """The vitastor.conf of the real cluster the tests run against (ONEVITA_TEST_VITASTOR_CONF),
+    None when they run on simulated ones."""
+    return os.environ.get("ONEVITA_TEST_VITASTOR_CONF") or None
+
+
+def real_leftovers(prefixes: Iterable[str]) -> list[str]:
+    """The images named under any of ``prefixes`` that the real cluster (ONEVITA_TEST_VITASTOR_CONF)
+    still has, as ``vitastor-cli ls`` lists them or its etcd catalog holds them (a layer whose
+    removal stopped half-way may be in one only); none without a real cluster or prefixes."""
+    conf, starts = real_conf(), tuple(prefixes)
+    if not conf or not starts:
+        return []
+    cli = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", "vitastor-cli")
+    listed = subprocess.run([cli, "--config_path", conf, "ls", "--json"], capture_output=True, timeout=120,
+                            check=True).stdout
+    config = read_config(conf)
+    names = {item["name"] for item in orjson.loads(listed)}
+    names |= {inode.name for inode in Catalog(Etcd(config.etcd_address), config.etcd_prefix).inodes.values()}
+    return sorted(name for name in names if name.startswith(starts))
+
+
+def _named_under(catalog: Catalog, prefix: str) -> dict[LayerKey, Inode]:
+    """The layers of ``catalog`` whose names start with ``prefix``."""
+    return {key: inode for key, inode in catalog.inodes.items() if inode.name.startswith(prefix)}
+
+
+def _leaves_first(catalog: Catalog, inodes: dict[LayerKey, Inode]) -> list[Inode]:
+    """``inodes`` ordered so that each comes after all of its children among them."""
+    ordered: list[Inode] = []
+    remaining = dict(inodes)
+    while remaining:
+        leaves = [i for i in remaining.values()
+                  if not any((c.pool_id, c.id) in remaining for c in catalog.children(i))]
+        leaves = leaves or list(remaining.values())  # a cycle cannot happen in Vitastor; stop rather than spin
+        for leaf in sorted(leaves, key=lambda i: i.name):
+            ordered.append(leaf)
+            del remaining[(leaf.pool_id, leaf.id)]
+    return ordered
+
+
 class SimCluster:
     """One test's Vitastor cluster: its vitastor.conf, pools, and data access through dd."""
 
@@ -48,10 +94,10 @@ class SimCluster:
                  second_pool: bool = False, capacity: int = DEFAULT_CAPACITY) -> None:
         self.tmp_path = Path(tmp_path)
         self.tmp_path.mkdir(parents=True, exist_ok=True)
-        real_conf = os.environ.get("ONEVITA_TEST_VITASTOR_CONF")
-        self.simulated = not real_conf
-        if real_conf:
-            self.config_path = Path(real_conf)
+        conf = real_conf()
+        self.simulated = not conf
+        if conf:
+            self.config_path = Path(conf)
             self.cli_path = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", "vitastor-cli")
             self.data_dir: Path | None = None
         else:
@@ -86,6 +132,22 @@ class SimCluster:
     def catalog(self) -> Catalog:
         """The cluster's image catalog, freshly loaded."""
         return Catalog(self.etcd(), self.config.etcd_prefix)
+
+    def own_inodes(self, prefix: str) -> dict[LayerKey, Inode]:
+        """The layers named under ``prefix``, freshly read: on a real cluster every other test's
+        and user's images are in the catalog too, and a test may count and compare its own only."""
+        return _named_under(self.catalog(), prefix)
+
+    def remove_images(self, prefix: str) -> list[str]:
+        """Remove every layer named under ``prefix`` with ``vitastor-cli rm``, as onevita removes
+        layers: each after every layer that reads through it, so no data is merged between
+        them (and a readonly snapshot never outlives its child). The names, in that order."""
+        catalog = self.catalog()
+        removed = []
+        for inode in _leaves_first(catalog, _named_under(catalog, prefix)):
+            self._ok("rm", inode.name, "--progress", "0")
+            removed.append(inode.name)
+        return removed
 
     # commands -----------------------------------------------------------------------------
     def cli(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -139,10 +201,12 @@ class SimCluster:
         return data.ljust(length, b"\0")
 
     def allocated(self, name: str) -> int:
-        """Bytes written in the head layer of ``name`` itself (simulation only)."""
-        if self.data_dir is None:
-            pytest.skip("allocation of a real cluster's layers is not visible")
+        """Bytes written in the head layer of ``name`` itself, zeros included: its allocated
+        granules in the simulation's files, or on a real cluster its own allocation bitmap
+        (read_bitmap without parents, through the real libvitastor_client)."""
         inode = self.catalog().get(name)
+        if self.data_dir is None:
+            return layer_allocation(self.config_path, inode.num, inode.size)
         return LayerStore(str(self.data_dir)).allocated((inode.pool_id, inode.id))
 
     def _exists(self, name: str) -> bool:

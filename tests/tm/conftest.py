@@ -44,7 +44,7 @@ def make_image(cloud: Cloud, name: str, size_mb: int = 64, data: bytes = b"", of
 
 def layers(cloud: Cloud, name: str) -> dict[str, Inode]:
     """``name`` and every layer named after it (``name@N``, ``name.revert``), by name."""
-    return {i.name: i for i in catalog(cloud).inodes.values()
+    return {i.name: i for i in cloud.own_inodes().values()
             if i.name == name or i.name.startswith((f"{name}@", f"{name}."))}
 
 

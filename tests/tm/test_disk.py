@@ -38,9 +38,9 @@ class TestClone:
         make_image(cloud, src)
         cloud.add_vm(12, [docs.image_disk(0, 5, source=src, clone=True, size_mb=64)])
         cloud.ok("tm/clone", f"one-fe:{src}", DISK0, "12", "101")
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         cloud.ok("tm/clone", f"one-fe:{src}", DISK0, "12", "101")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
 
     def test_clone_onto_a_foreign_image_fails(self, cloud: Cloud) -> None:
         """An existing image of that name that is not a clone of SOURCE is never taken over."""
@@ -58,7 +58,7 @@ class TestClone:
         cloud.add_vm(12, [docs.image_disk(0, 5, source=src, clone=True, size_mb=64)])
         result = cloud.run("tm/clone", f"one-fe:{src}", DISK0, "12", "101")
         assert (result.rc, result.reason) == (1, f"Vitastor image {src} does not exist")
-        assert catalog(cloud).inodes == {}
+        assert cloud.own_inodes() == {}
 
     @pytest.mark.parametrize("source", ["one-5;touch /tmp/x", "one-5 $(id)", "-rf", "../etc"])
     def test_clone_refuses_names_with_shell_metacharacters(self, cloud: Cloud, source: str) -> None:
@@ -90,9 +90,9 @@ class TestLn:
         src = f"{cloud.prefix}-7"
         make_image(cloud, src, 64, b"P" * 4096)
         cloud.add_vm(12, [docs.image_disk(1, 7, source=src, clone=False, persistent=True, size_mb=64)])
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.ok("tm/ln", f"one-fe:{src}", disk_path(disk_id=1), "12", "101")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert (result.errors, result.reason) == ([], "")
 
     def test_ln_of_a_missing_image_fails(self, cloud: Cloud) -> None:
@@ -102,7 +102,7 @@ class TestLn:
         result = cloud.run("tm/ln", f"one-fe:{src}", disk_path(disk_id=1), "12", "101")
         assert (result.rc, result.reason) == (1, f"Vitastor image {src} does not exist")
         assert result.errors == [f"ERROR: tm/ln: Vitastor image {src} does not exist"]
-        assert catalog(cloud).inodes == {}
+        assert cloud.own_inodes() == {}
 
 
 class TestMvds:
@@ -111,10 +111,10 @@ class TestMvds:
         src = f"{cloud.prefix}-7"
         make_image(cloud, src, 64, b"P" * 4096)
         cloud.add_vm(12, [docs.image_disk(1, 7, source=src, clone=False, persistent=True, size_mb=64)])
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.ok("tm/mvds", disk_path(disk_id=1), src, "12", "101")
         assert f"INFO: tm/mvds: {src} kept in place" in result.stderr.splitlines()
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert cloud.cluster.read(src, 0, 4096) == b"P" * 4096
 
     def test_mvds_refuses_a_bad_source(self, cloud: Cloud) -> None:
@@ -198,9 +198,9 @@ class TestDeleteDisk:
         make_image(cloud, src, 64, b"P" * 4096)
         catalog(cloud).snapshot(src, "0")
         cloud.add_vm(12, [docs.image_disk(1, 7, source=src, clone=False, persistent=True, size_mb=64)])
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.ok("tm/delete", disk_path(disk_id=1), "12", "101")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert f"INFO: tm/delete: {src} is persistent, kept" in result.stderr.splitlines()
         assert cloud.cluster.read(src, 0, 4096) == b"P" * 4096
 

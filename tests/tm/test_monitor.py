@@ -160,7 +160,7 @@ def vm_layers(cloud: Cloud) -> str:
     snapshot(cloud, f"{p}-sys-13-2", 3)
     # look-alikes that are no VM disk: base image missing, other prefix's volatile name
     make_image(cloud, f"{p}x-14-0", data=b"f" * 4096)
-    make_image(cloud, f"x{p}-sys-15-0", data=b"g" * 4096)
+    make_image(cloud, f"{p}x-sys-15-0", data=b"g" * 4096)
     cloud.cluster.stats()
     return p
 

@@ -115,9 +115,9 @@ class TestSnapCreate:
     def test_retry_is_success_and_changes_nothing(self, cloud: Cloud) -> None:
         name = clone_disk(cloud)
         snap(cloud, "snap_create", 0)
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.ok("tm/snap_create", disk_path(), "0", "12", "101")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert f"{name}@0 already exists" in result.stderr
 
     def test_a_foreign_layer_of_that_name_fails(self, cloud: Cloud) -> None:
@@ -127,11 +127,11 @@ class TestSnapCreate:
         snap(cloud, "snap_create", 0)
         snap(cloud, "snap_create", 1)
         snap(cloud, "snap_revert", 0)
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.run("tm/snap_create", disk_path(), "1", "12", "101")
         assert (result.rc, result.reason) == (
             1, f"snapshot {name}@1 already exists and is not the parent of {name}")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
 
     def test_snapshot_of_a_missing_disk_fails(self, cloud: Cloud) -> None:
         name = f"{cloud.prefix}-5-12-0"
@@ -189,9 +189,9 @@ class TestSnapCreateLive:
     def test_retry_is_success(self, cloud: Cloud, virsh: FakeVirsh) -> None:
         name = clone_disk(cloud, deploy_id="one-12")
         cloud.ok("tm/snap_create_live", disk_path(), "0", "12", "101")
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         cloud.ok("tm/snap_create_live", disk_path(), "0", "12", "101")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert set(layers(cloud, name)) == {name, f"{name}@0"}
 
 
@@ -301,8 +301,8 @@ class TestSnapRevert:
     def test_revert_to_a_missing_snapshot_fails_and_keeps_the_disk(self, cloud: Cloud) -> None:
         name = clone_disk(cloud, IMAGE)
         states = history(cloud, name)
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         result = cloud.run("tm/snap_revert", disk_path(), "5", "12", "101")
         assert (result.rc, result.reason) == (1, f"Vitastor image {name}@5 does not exist")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert read(cloud, name) == states[2]

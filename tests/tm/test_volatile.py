@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cloud import Cloud
+from tests.datastore.util import names
 from tests.formatting import (
     EXT_MAGIC,
     SWAP_MAGIC,
@@ -42,8 +43,7 @@ class TestMkimage:
         assert mkimage(cloud) == (0, "", "")
         inode = catalog(cloud).get(name)
         assert (inode.size, inode.parent_id) == (64 * MIB, 0)
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(name) == 0
+        assert cloud.cluster.allocated(name) == 0
         assert list(staging.iterdir()) == []
 
     def test_ext4_is_a_real_file_system_and_stays_sparse(self, cloud: Cloud, staging: Path,
@@ -55,8 +55,7 @@ class TestMkimage:
         assert sb["Filesystem state"] == "clean"
         assert int(sb["Block count"]) * int(sb["Block size"]) == 64 * MIB
         assert "has_journal" in sb["Filesystem features"]
-        if cloud.cluster.simulated:
-            assert 0 < cloud.cluster.allocated(name) < 8 * MIB
+        assert 0 < cloud.cluster.allocated(name) < 8 * MIB
         assert names(cloud) == {name}
         assert list(staging.iterdir()) == []
 
@@ -64,8 +63,7 @@ class TestMkimage:
         name = volatile(cloud, size_mb=320, fs="xfs")
         assert mkimage(cloud, 320)[0] == 0
         assert has(cloud, name, XFS_MAGIC)
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(name) < 320 * MIB // 4
+        assert cloud.cluster.allocated(name) < 320 * MIB // 4
 
     @pytest.mark.parametrize("fs", ["ext4", "xfs"])
     def test_real_file_system_as_oneadmin(self, cloud: Cloud, tmp_path: Path, fs: str) -> None:
@@ -97,10 +95,10 @@ class TestMkimage:
     def test_retry_after_success_changes_nothing(self, cloud: Cloud) -> None:
         name = volatile(cloud, fs="ext4")
         assert mkimage(cloud)[0] == 0
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         first = cloud.cluster.read(name, 1024, 1024)
         assert mkimage(cloud) == (0, "", "")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
         assert cloud.cluster.read(name, 1024, 1024) == first
 
     def test_foreign_image_is_not_taken_over(self, cloud: Cloud) -> None:
@@ -156,22 +154,18 @@ class TestMkswap:
         assert (result.rc, result.stdout, result.reason) == (0, "", "")
         assert has(cloud, name, SWAP_MAGIC)
         assert swap_label(cloud, name) == b"swap"
-        if cloud.cluster.simulated:
-            assert cloud.cluster.allocated(name) <= 64 * 1024
+        assert cloud.cluster.allocated(name) <= 64 * 1024
         assert list(staging.iterdir()) == []
 
     def test_retry_after_success(self, cloud: Cloud) -> None:
         volatile(cloud, type="swap")
         cloud.ok("tm/mkswap", "64", DISK2, "12", "100")
-        before = catalog(cloud).inodes
+        before = cloud.own_inodes()
         cloud.ok("tm/mkswap", "64", DISK2, "12", "100")
-        assert catalog(cloud).inodes == before
+        assert cloud.own_inodes() == before
 
     def test_fs_of_the_disk_is_ignored(self, cloud: Cloud) -> None:
         name = volatile(cloud, type="swap", fs="btrfs")
         cloud.ok("tm/mkswap", "64", DISK2, "12", "100")
         assert has(cloud, name, SWAP_MAGIC)
 
-
-def names(cloud: Cloud) -> set[str]:
-    return {i.name for i in catalog(cloud).inodes.values()}

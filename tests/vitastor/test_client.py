@@ -70,9 +70,19 @@ def binding() -> None:
 
 @pytest.fixture()
 def sim(sim_libvitastor: str, monkeypatch: pytest.MonkeyPatch, cluster: SimCluster) -> SimCluster:
-    """The test's simulated cluster, with the stand-in library as libvitastor_client."""
-    monkeypatch.setenv("ONEVITA_LIBVITASTOR", str(sim_libvitastor))
+    """The test's cluster with its libvitastor_client: the stand-in library on a simulated
+    cluster, the system's (as the actions load it) on a real one."""
+    if cluster.simulated:
+        monkeypatch.setenv("ONEVITA_LIBVITASTOR", str(sim_libvitastor))
+    else:
+        monkeypatch.delenv("ONEVITA_LIBVITASTOR", raising=False)
     return cluster
+
+
+@pytest.fixture()
+def img(image_prefix: str) -> str:
+    """The name of the test's image (under its own prefix)."""
+    return f"{image_prefix}-img"
 
 
 def fake_library(tmp_path: Path, version: str, *, exits: bool = False) -> str:
@@ -186,7 +196,7 @@ class TestFindLibrary:
 
 class TestRoundTrip:
     @pytest.mark.parametrize("queue_depth", [1, 32])
-    def test_file_image_file_is_byte_exact_and_sparse(self, sim: SimCluster, tmp_path: Path,
+    def test_file_image_file_is_byte_exact_and_sparse(self, sim: SimCluster, img: str, tmp_path: Path,
                                                       queue_depth: int) -> None:
         """An unaligned sparse file goes in and comes back byte for byte; holes and zero
         granules are written neither into the image nor into the exported file."""
@@ -195,56 +205,56 @@ class TestRoundTrip:
         data = sample(4 * MIB + 1234)
         source, target = tmp_path / "in.raw", tmp_path / "out.raw"
         write_sparse(source, data)
-        create(sim, "img", round_up(len(data)))
-        written = client.import_file(sim.config, source, "img", queue_depth=queue_depth)
+        create(sim, img, round_up(len(data)))
+        written = client.import_file(sim.config, source, img, queue_depth=queue_depth)
         assert written == nonzero_granules(data) * 4096
-        assert sim.allocated("img") == written
-        assert sim.read("img", 0, len(data)) == data
-        assert client.export_to_file(sim.config, "img", target, size=len(data),
+        assert sim.allocated(img) == written
+        assert sim.read(img, 0, len(data)) == data
+        assert client.export_to_file(sim.config, img, target, size=len(data),
                                      queue_depth=queue_depth) == nonzero_bytes(data)
         assert target.read_bytes() == data
         assert os.stat(target).st_blocks * 512 <= round_up(nonzero_granules(data) * 4096, BLOCK) + BLOCK
 
-    def test_whole_image_export_ends_with_the_padding(self, sim: SimCluster, tmp_path: Path) -> None:
+    def test_whole_image_export_ends_with_the_padding(self, sim: SimCluster, img: str, tmp_path: Path) -> None:
         from onevita.vitastor import client
 
         data = os.urandom(10000)
         (tmp_path / "in").write_bytes(data)
-        create(sim, "img", 3 * 4096)
-        client.import_file(sim.config, tmp_path / "in", "img", progress=False)
-        client.export_to_file(sim.config, "img", tmp_path / "out", progress=False)
+        create(sim, img, 3 * 4096)
+        client.import_file(sim.config, tmp_path / "in", img, progress=False)
+        client.export_to_file(sim.config, img, tmp_path / "out", progress=False)
         assert (tmp_path / "out").read_bytes() == data + bytes(3 * 4096 - len(data))
 
-    def test_progress_reaches_the_log(self, sim: SimCluster, tmp_path: Path,
+    def test_progress_reaches_the_log(self, sim: SimCluster, img: str, tmp_path: Path,
                                       capfd: pytest.CaptureFixture[str]) -> None:
         from onevita.vitastor import client
 
         (tmp_path / "in").write_bytes(os.urandom(2 * MIB))
-        create(sim, "img", 2 * MIB)
-        client.import_file(sim.config, tmp_path / "in", "img")
+        create(sim, img, 2 * MIB)
+        client.import_file(sim.config, tmp_path / "in", img)
         lines = capfd.readouterr().err.splitlines()
-        assert any(line.startswith("INFO:") and "import into img: 50%" in line for line in lines)
+        assert any(line.startswith("INFO:") and f"import into {img}: 50%" in line for line in lines)
         assert any(line.startswith("INFO:") and "done, 2097152 bytes written" in line for line in lines)
 
 
 class TestStreams:
-    def test_pipe_in_and_pipe_out(self, sim: SimCluster, tmp_path: Path) -> None:
+    def test_pipe_in_and_pipe_out(self, sim: SimCluster, img: str, tmp_path: Path) -> None:
         """A pipe is read sequentially (zero blocks still skipped) and an export to a pipe
         carries every byte, zeros included, in order."""
         from onevita.vitastor import client
 
         data = sample(3 * MIB + 512)
-        create(sim, "img", round_up(len(data)))
+        create(sim, img, round_up(len(data)))
         read_end, write_end = os.pipe()
         feeder = threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)))
         feeder.start()
         try:
-            written = client.import_fd(sim.config, read_end, "img", progress=False)
+            written = client.import_fd(sim.config, read_end, img, progress=False)
         finally:
             feeder.join()
             os.close(read_end)
         assert written == nonzero_granules(data) * 4096
-        assert sim.allocated("img") == written
+        assert sim.allocated(img) == written
 
         read_end, write_end = os.pipe()
         chunks: list[bytes] = []
@@ -256,7 +266,7 @@ class TestStreams:
         reader = threading.Thread(target=drain)
         reader.start()
         try:
-            assert client.export_to_file(sim.config, "img", write_end, size=len(data), progress=False) == len(data)
+            assert client.export_to_file(sim.config, img, write_end, size=len(data), progress=False) == len(data)
         finally:
             os.close(write_end)
             reader.join()
@@ -265,37 +275,39 @@ class TestStreams:
 
 
 class TestCopyImage:
-    def test_copy_through_a_snapshot_chain(self, sim: SimCluster) -> None:
+    def test_copy_through_a_snapshot_chain(self, sim: SimCluster, image_prefix: str) -> None:
         """The copy holds what the source reads through its parents, and only that."""
         from onevita.vitastor import client
 
-        sim.write("disk", 0, os.urandom(BLOCK))
-        sim.write("disk", 4 * BLOCK, os.urandom(8192))
+        disk, copy = f"{image_prefix}-disk", f"{image_prefix}-copy"
+        sim.write(disk, 0, os.urandom(BLOCK))
+        sim.write(disk, 4 * BLOCK, os.urandom(8192))
         catalog = sim.catalog()
-        catalog.modify(catalog.get("disk"), size=1 * MIB)
-        sim.catalog().snapshot("disk", "1")
-        sim.write("disk", 4096, bytes(4096))             # zeros hiding the parent's data
-        sim.write("disk", 6 * BLOCK, os.urandom(5000))
-        create(sim, "copy", 1 * MIB)
-        written = client.copy_image(sim.config, "disk", "copy", progress=False)
-        expected = sim.read("disk", 0, MIB)
-        assert sim.read("copy", 0, MIB) == expected
-        assert written == nonzero_granules(expected) * 4096 == sim.allocated("copy")
+        catalog.modify(catalog.get(disk), size=1 * MIB)
+        sim.catalog().snapshot(disk, "1")
+        sim.write(disk, 4096, bytes(4096))  # zeros hiding the parent's data
+        sim.write(disk, 6 * BLOCK, os.urandom(5000))
+        create(sim, copy, 1 * MIB)
+        written = client.copy_image(sim.config, disk, copy, progress=False)
+        expected = sim.read(disk, 0, MIB)
+        assert sim.read(copy, 0, MIB) == expected
+        assert written == nonzero_granules(expected) * 4096 == sim.allocated(copy)
 
-    def test_a_smaller_target_is_refused(self, sim: SimCluster) -> None:
+    def test_a_smaller_target_is_refused(self, sim: SimCluster, image_prefix: str) -> None:
         from onevita.vitastor import client
 
-        sim.write("big", 0, os.urandom(2 * BLOCK))
-        create(sim, "small", BLOCK)
-        with pytest.raises(OnevitaError, match="do not fit in Vitastor image small"):
-            client.copy_image(sim.config, "big", "small", progress=False)
-        assert sim.allocated("small") == 0
+        big, small = f"{image_prefix}-big", f"{image_prefix}-small"
+        sim.write(big, 0, os.urandom(2 * BLOCK))
+        create(sim, small, BLOCK)
+        with pytest.raises(OnevitaError, match=f"do not fit in Vitastor image {small}"):
+            client.copy_image(sim.config, big, small, progress=False)
+        assert sim.allocated(small) == 0
 
-    def test_a_missing_image_is_image_not_found(self, sim: SimCluster, tmp_path: Path) -> None:
+    def test_a_missing_image_is_image_not_found(self, sim: SimCluster, tmp_path: Path, image_prefix: str) -> None:
         from onevita.vitastor import client
 
-        with pytest.raises(ImageNotFound, match="nothere does not exist"):
-            client.export_to_file(sim.config, "nothere", tmp_path / "out", progress=False)
+        with pytest.raises(ImageNotFound, match=f"{image_prefix}-nothere does not exist"):
+            client.export_to_file(sim.config, f"{image_prefix}-nothere", tmp_path / "out", progress=False)
 
 
 class TestFailures:
@@ -339,10 +351,10 @@ class TestFailures:
                                                "to b: Failed to connect to etcd: simulated"):
             client.copy_image(cluster.config, "a", "b", progress=False)
 
-    def test_a_file_larger_than_the_image_is_refused(self, sim: SimCluster, tmp_path: Path) -> None:
+    def test_a_file_larger_than_the_image_is_refused(self, sim: SimCluster, img: str, tmp_path: Path) -> None:
         from onevita.vitastor import client
 
         (tmp_path / "in").write_bytes(os.urandom(BLOCK + 1))
-        create(sim, "img", BLOCK)
-        with pytest.raises(OnevitaError, match="131073 bytes do not fit in Vitastor image img"):
-            client.import_file(sim.config, tmp_path / "in", "img", progress=False)
+        create(sim, img, BLOCK)
+        with pytest.raises(OnevitaError, match=f"131073 bytes do not fit in Vitastor image {img}"):
+            client.import_file(sim.config, tmp_path / "in", img, progress=False)

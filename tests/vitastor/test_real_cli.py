@@ -3,16 +3,15 @@
 
 Runs only with ONEVITA_TEST_VITASTOR_CLI (a real vitastor-cli binary, not the simulation's
 stand-in) and ONEVITA_TEST_VITASTOR_CONF (the cluster's vitastor.conf); the pool is
-ONEVITA_TEST_POOL (default testpool) and every name carries a random suffix.
+ONEVITA_TEST_POOL (default testpool) and every name starts with the test's own prefix.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +19,7 @@ import pytest
 from onevita.vitastor.catalog import Catalog
 from onevita.vitastor.config import read_config
 from onevita.vitastor.etcd import Etcd
+from tests.sim.cluster import SimCluster
 
 MIB = 1 << 20
 CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", "")
@@ -58,19 +58,9 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture()
-def prefix() -> Iterator[str]:
-    """A unique name prefix; every image under it is removed afterwards, children first."""
-    name = f"onevita-test-{uuid.uuid4().hex[:8]}"
-    yield name
-    for _ in range(20):
-        cat = catalog()
-        ours = [i for i in cat.inodes.values() if i.name.startswith(name)]
-        if not ours:
-            break
-        for inode in ours:
-            if not any(c.name.startswith(name) for c in cat.children(inode)):
-                subprocess.run([CLI, "--config_path", CONF, "rm", inode.name], capture_output=True,
-                               timeout=120, check=False)
+def prefix(cluster: SimCluster, image_prefix: str) -> str:
+    """The test's image prefix: the (real) ``cluster`` fixture removes its images afterwards."""
+    return image_prefix
 
 
 def test_vitastor_cli_lists_what_onevita_created(prefix: str) -> None:
