@@ -79,6 +79,7 @@ def report_leftovers(session: pytest.Session) -> bool:
     left = real_leftovers(session.config.stash.get(_PREFIXES, []))
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if left and reporter is not None:
+        reporter.write_line("")  # the progress line is still open at the session's end
         reporter.write_sep("=", "images the tests left in the real Vitastor cluster", red=True)
         for name in left:
             reporter.write_line(name)

@@ -12,13 +12,18 @@
  * Behaviour reproduced from the real library (vitastor-internals.md section 4):
  *   - every callback runs synchronously inside the submitting call ("auto loop" since 2.0), so
  *     vitastor_c_uring_wait_events() has nothing to wait for and returns at once;
- *   - the client is ready as soon as vitastor_c_create_uring_json() returns; without any
- *     etcd_address, or when etcd stays unreachable, that call prints an error and exit(1)s;
+ *   - vitastor_c_is_ready() is 0 until the event loop first ran (on_ready, handle_events,
+ *     wait_events), as the real client loads its configuration there; without any
+ *     etcd_address vitastor_c_create_uring_json() prints an error and exit(1)s, and so it does
+ *     when etcd cannot be read max_etcd_attempts times in a row (retried at once, each attempt
+ *     bounded by etcd_quick_timeout), with the real library's messages;
  *   - watch handles of unknown images have num = 0 and size = 0;
  *   - offset and length of read/write/delete/read_bitmap must be multiples of the pool's
- *     bitmap_granularity (EINVAL), len 0 is EINVAL for write/delete/read_bitmap, an unknown pool
- *     is EINVAL, writes and deletes of a readonly layer are EROFS; there is no size check;
- *   - delete removes every whole object (block_size x data chunks) the range touches;
+ *     bitmap_granularity (EINVAL), len 0 is EINVAL for write and read_bitmap, an unknown pool
+ *     (or pool 0) is EINVAL, writes and deletes of a readonly layer are EROFS; the inode number
+ *     within the pool is not checked (0 included), nor the image size (check_rw);
+ *   - delete removes every whole object (block_size x data chunks) the range touches, and a
+ *     delete of length 0 the object at its offset (vitastor-cli's merge deletes objects so);
  *   - read_bitmap: one bit per granule, LSB first, malloc'd (>= 8 bytes), freed by the caller.
  *
  * Metadata freshness: the real client follows etcd through a watch. Here the metadata is re-read
@@ -65,9 +70,9 @@
 #define DEFAULT_PREFIX "/vitastor"
 #define DEFAULT_BLOCK_SIZE (128 * 1024)
 #define DEFAULT_REFRESH_MS 100
-#define ETCD_ATTEMPTS 5           /* like max_etcd_attempts */
-#define ETCD_RETRY_SLEEP_MS 300
-#define ETCD_TIMEOUT_MS 5000      /* like etcd_slow_timeout */
+#define ETCD_ATTEMPTS 5           /* max_etcd_attempts' default */
+#define ETCD_QUICK_TIMEOUT_MS 1000  /* etcd_quick_timeout's default: the first configuration load */
+#define ETCD_TIMEOUT_MS 5000      /* etcd_slow_timeout's default */
 #define HTTP_MAX_REPLY (512u << 20)
 #define JSON_MAX_DEPTH 64
 #define MAX_CHAIN 1024
@@ -148,13 +153,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
-    }
 }
 
 static char *read_file(const char *path, size_t *len_out)
@@ -667,12 +665,12 @@ static long http_unchunk(char *body, size_t len)
 /* POSTs a JSON body to ep->path + api; on success (status 200) returns 0 and the reply body
    (malloc'd, NUL-terminated). Errors: -errno, with a description in err. */
 static int http_post(const endpoint *ep, const char *api, const char *body, size_t body_len,
-                     char **reply, size_t *reply_len, char *err, size_t err_size)
+                     char **reply, size_t *reply_len, int timeout_ms, char *err, size_t err_size)
 {
     strbuf req = { 0 }, resp = { 0 };
-    int rc, fd = tcp_connect(ep, ETCD_TIMEOUT_MS);
+    int rc, fd = tcp_connect(ep, timeout_ms);
     if (fd < 0) {
-        snprintf(err, err_size, "cannot connect to %s:%s: %s", ep->host, ep->port, strerror(-fd));
+        snprintf(err, err_size, "connect: %s", strerror(-fd));  /* the real http client's words */
         return fd;
     }
     int v6 = strchr(ep->host, ':') != NULL;
@@ -803,6 +801,8 @@ struct vitastor_c {
     size_t n_pools;
     inode_watch *watches;
     int eventfd;              /* from vitastor_c_uring_register_eventfd, -1 until asked for */
+    int ready;                /* the event loop ran once: vitastor_c_is_ready() */
+    int timeout_ms;           /* of each etcd request */
 };
 
 /* A config value: C-API options first, then /config/global, then vitastor.conf. */
@@ -858,7 +858,8 @@ static jval *etcd_txn(vitastor_c *cli, const strbuf *body, char *err, size_t err
     for (size_t i = 0; i < cli->n_endpoints; i++) {
         char *reply = NULL;
         size_t reply_len = 0;
-        if (http_post(&cli->endpoints[i], "/kv/txn", body->data, body->len, &reply, &reply_len, err, err_size))
+        if (http_post(&cli->endpoints[i], "/kv/txn", body->data, body->len, &reply, &reply_len, cli->timeout_ms,
+                      err, err_size))
             continue;
         jval *v = json_parse(reply, reply_len);
         free(reply);
@@ -1199,7 +1200,7 @@ static vitastor_c *client_create(const char **options, int options_len)
     const jval *addr = json_get(cli->options, "etcd_address");
     add_endpoints(cli, addr ? addr : json_get(cli->file_config, "etcd_address"));
     if (!cli->n_endpoints) {
-        fprintf(stderr, "Vitastor cluster configuration (etcd_address) is missing\n");
+        fprintf(stderr, "etcd_address is missing in Vitastor configuration\n");
         exit(1);
     }
     const char *prefix = json_str(conf_get(cli, "etcd_prefix"));
@@ -1215,16 +1216,17 @@ static vitastor_c *client_create(const char **options, int options_len)
     cli->refresh_ms = json_u64(conf_get(cli, "sim_meta_refresh_ms"), DEFAULT_REFRESH_MS);
     /* fault injection: the cluster "goes away" (EIO) after this many bytes were written */
     cli->fail_after = json_u64(conf_get(cli, "sim_fail_writes_after"), 0);
+    /* load_global_config: max_etcd_attempts tries without a pause, each within etcd_quick_timeout */
     char err[512] = "";
-    for (int attempt = 0;; attempt++) {
-        if (!load_metadata(cli, err, sizeof(err)))
-            break;
-        if (attempt + 1 >= ETCD_ATTEMPTS) {
-            fprintf(stderr, "Failed to load configuration from etcd: %s\n", err);
+    uint64_t attempts = json_u64(conf_get(cli, "max_etcd_attempts"), ETCD_ATTEMPTS);
+    cli->timeout_ms = (int)json_u64(conf_get(cli, "etcd_quick_timeout"), ETCD_QUICK_TIMEOUT_MS);
+    for (uint64_t attempt = 1; load_metadata(cli, err, sizeof(err)); attempt++) {
+        if (attempt >= attempts) {
+            fprintf(stderr, "Error reading configuration from etcd: %s\n", err);
             exit(1);
         }
-        sleep_ms(ETCD_RETRY_SLEEP_MS);
     }
+    cli->timeout_ms = (int)json_u64(conf_get(cli, "etcd_slow_timeout"), ETCD_TIMEOUT_MS);
     return cli;
 }
 
@@ -1309,7 +1311,7 @@ static const pool_cfg *check_io(vitastor_c *cli, uint64_t inode, uint64_t offset
     const pool_cfg *pool = find_pool(cli, INODE_POOL(inode));
     /* the simulated layout tracks 4 KiB granules; smaller granularities are not simulated */
     uint64_t align = pool && pool->granularity && pool->granularity % SIM_GRANULE == 0 ? pool->granularity : SIM_GRANULE;
-    if (!pool || !INODE_LOCAL(inode) || offset % align || len % align || (!len && !zero_len_ok)) {
+    if (!pool || offset % align || len % align || (!len && !zero_len_ok)) {
         *rc = -EINVAL;
         return NULL;
     }
@@ -1459,13 +1461,12 @@ EXPORT void vitastor_c_destroy(vitastor_c *client)
 
 EXPORT int vitastor_c_is_ready(vitastor_c *client)
 {
-    (void)client;
-    return 1;  /* the metadata is loaded inside create */
+    return client->ready;  /* the metadata was loaded inside create, but the event loop never ran */
 }
 
 EXPORT void vitastor_c_on_ready(vitastor_c *client, VitastorIOHandler cb, void *opaque)
 {
-    (void)client;
+    client->ready = 1;
     cb(opaque, 0);
 }
 
@@ -1480,17 +1481,18 @@ EXPORT int vitastor_c_uring_register_eventfd(vitastor_c *client)
 
 EXPORT void vitastor_c_uring_wait_ready(vitastor_c *client)
 {
-    (void)client;
+    client->ready = 1;
 }
 
 EXPORT void vitastor_c_uring_handle_events(vitastor_c *client)
 {
+    client->ready = 1;
     refresh(client, 0);
 }
 
 EXPORT void vitastor_c_uring_wait_events(vitastor_c *client)
 {
-    (void)client;  /* callbacks already ran inside the submitting calls */
+    client->ready = 1;  /* callbacks already ran inside the submitting calls */
 }
 
 EXPORT int vitastor_c_uring_has_work(vitastor_c *client)
@@ -1508,6 +1510,7 @@ EXPORT int vitastor_c_epoll_get_fd(vitastor_c *client)
 EXPORT void vitastor_c_epoll_handle_events(vitastor_c *client, int timeout)
 {
     (void)timeout;
+    client->ready = 1;
     refresh(client, 0);
 }
 
@@ -1594,7 +1597,7 @@ EXPORT void vitastor_c_delete(vitastor_c *client, uint64_t inode, uint64_t offse
 {
     (void)check_version;
     int rc;
-    const pool_cfg *pool = check_io(client, inode, offset, len, 0, &rc);
+    const pool_cfg *pool = check_io(client, inode, offset, len, 1, &rc);
     if (!pool) {
         cb(opaque, rc);
         return;
@@ -1604,9 +1607,10 @@ EXPORT void vitastor_c_delete(vitastor_c *client, uint64_t inode, uint64_t offse
         cb(opaque, -EROFS);
         return;
     }
-    /* whole objects: every object the range touches is removed, as the OSDs do */
+    /* whole objects: every object the range touches is removed, as the OSDs do; length 0 is
+       one request for the object at offset (slice_rw makes one part of it) */
     uint64_t block = (uint64_t)(pool->block_size ? pool->block_size : DEFAULT_BLOCK_SIZE) * pool->data_chunks;
-    uint64_t start = offset / block * block, end = round_up(offset + len, block);
+    uint64_t start = offset / block * block, end = len ? round_up(offset + len, block) : start + block;
     int fd = layer_open(client, INODE_POOL(inode), INODE_LOCAL(inode), O_WRONLY);
     if (fd == -ENOENT) {
         cb(opaque, (long)len);

@@ -107,10 +107,19 @@ class LayerStore:
 
     def objects(self, key: LayerKey, block_size: int) -> int:
         """How many ``block_size`` objects of the layer hold data (what rm-data would delete)."""
+        return len(self.object_offsets(key, block_size))
+
+    def object_offsets(self, key: LayerKey, block_size: int) -> set[int]:
+        """The offsets of the ``block_size`` objects of the layer that hold data (what an OSD
+        listing of the layer gives)."""
         blocks: set[int] = set()
         for start, end in self.extents(key):
-            blocks.update(range(start // block_size, (end - 1) // block_size + 1))
-        return len(blocks)
+            blocks.update(range(start // block_size * block_size, end, block_size))
+        return blocks
+
+    def covers(self, key: LayerKey, start: int, end: int) -> bool:
+        """Whether the layer itself has every granule of [start, end) written."""
+        return _subtract((start, end), self.extents(key, start, end)) == []
 
     def plan(self, layers: Sequence[LayerKey], start: int, end: int | None,
              covered: Sequence[Extent] = ()) -> list[tuple[LayerKey, int, int]]:

@@ -61,6 +61,7 @@ def _rebase_children(tool: Tool, chain: list[Inode], new_parent: LayerKey | None
         parent_key = child.parent_key
         if parent_key is None or parent_key not in keys or tool.key(child) in keys:
             continue
+        _merge_progress(tool, child, chain[keys.index(parent_key):])
         tool.store.merge(tool.key(child), keys[keys.index(parent_key):])
         tool.say(f"Done, layers from {chain[-1].name} to {child.name} merged into {child.name}")
         tool.say(tool.change_parent(child, new_parent))
@@ -93,12 +94,14 @@ def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
 
 def _removal_progress(tool: Tool, objects: int) -> None:
     """The progress lines of 3.0.8's ``cli_rm_data.cpp`` without a terminal: one per object
-    removed, at most one per mille of them, on stderr."""
+    removed, at most one per mille of them, then an empty line, on stderr."""
     shown = -1
     for done in range(1, objects + 1) if tool.progress else ():
         if done * 1000 // objects != shown:
             shown = done * 1000 // objects
             print(f"Removed {done}/{objects} objects, 0 more PGs to list...", file=sys.stderr)
+    if tool.progress and objects:
+        print(file=sys.stderr)
 
 
 def rm(tool: Tool, words: list[str]) -> Result:
@@ -119,11 +122,42 @@ def rm(tool: Tool, words: list[str]) -> Result:
 
 
 # flatten ------------------------------------------------------------------------------------
+def _progress_count(label: str, total: int) -> None:
+    """cli_merge.cpp's step counter without a terminal: ``LABEL: k/total`` every 128 steps."""
+    for done in range(128, total + 1, 128):
+        print(f"{label}: {done}/{total}", file=sys.stderr)
+
+
+def _merge_progress(tool: Tool, target: Inode, parents: list[Inode]) -> None:
+    """What 3.0.8's merge of ``parents`` into ``target`` reports while it works: the Merging line
+    on stdout, then on stderr a line per layer listed, the pass that leaves out the objects the
+    target fills wholly, and the pass that overwrites the rest (on an object-listing basis)."""
+    if not tool.progress:
+        return
+    if parents:
+        print(f"Merging {len(parents)} layer(s) into target {target.name} online (with CAS) "
+              f"(inode {target.id} in pool {target.pool_id})", flush=True)
+    pool = tool.catalog.pools.get(target.pool_id)
+    block = pool.block_size * pool.data_chunks if pool else DEFAULT_BLOCK_SIZE
+    offsets: set[int] = set()
+    for layer in parents:
+        offsets |= tool.store.object_offsets(tool.key(layer), block)
+        print(f"Got listing of layer {layer.name} (inode {layer.id} in pool {layer.pool_id})", file=sys.stderr)
+    if offsets:
+        _progress_count("Filtering target blocks", len(offsets))
+        full = {o for o in offsets if tool.store.covers(tool.key(target), o, o + block)}
+        print(f"{len(full)} full blocks of target filtered out", file=sys.stderr)
+        offsets -= full
+    _progress_count("Overwriting blocks", len(offsets))
+    print(f"Overwriting blocks: {len(offsets)}/{len(offsets)}", file=sys.stderr, flush=True)
+
+
 def flatten(tool: Tool, words: list[str]) -> Result:
     """``flatten NAME``: merge every ancestor into NAME (readonly or not), then detach it."""
     if not words:
         raise CliError(errno.EINVAL, "Layer to flatten not specified")
     chain = tool.chain(tool.layer(words[0]))
+    _merge_progress(tool, chain[0], chain[1:])
     tool.store.merge(tool.key(chain[0]), [tool.key(layer) for layer in chain[1:]])
     return Result(text=tool.change_parent(chain[0], None))
 
