@@ -167,6 +167,20 @@ class LayerStore:
                 copied += size
         return copied
 
+    def overlay(self, target: LayerKey, layers: Sequence[LayerKey]) -> int:
+        """Make ``target`` read what the chain ``layers`` (nearest first, ``target`` among them)
+        reads: every granule another of them provides is copied over it, like vitastor-cli's
+        merge of the layers above a target into it; returns the bytes copied."""
+        copied = 0
+        for key, start, end in self.plan(layers, 0, None):
+            if key == target:
+                continue
+            for pos in range(start, end, COPY_CHUNK):
+                size = min(COPY_CHUNK, end - pos)
+                self.write(target, pos, self._pread(key, pos, size).ljust(size, b"\0"))
+                copied += size
+        return copied
+
     def delete(self, key: LayerKey) -> None:
         """Drop all data of the layer (rm-data)."""
         with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,7 @@ deliberate differences (``conv=trunc`` never shrinks)."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
@@ -153,6 +154,18 @@ class TestDd:
         assert sim.read("img", 0, 4096) == b"z" * 4096
 
 
+def await_stats(sim: SimCluster, layers: list[Inode]) -> None:
+    """The /inode/stats of ``layers``, as a monitor writes them: at once on a simulated cluster
+    (sim-stats), awaited on a real one (its monitor writes them every few seconds)."""
+    if sim.simulated:
+        sim.stats()
+        return
+    deadline = time.monotonic() + 60
+    while not all(sim.catalog().used_sizes().get((i.pool_id, i.id)) for i in layers):
+        assert time.monotonic() < deadline, f"no statistics of {[i.name for i in layers]} after 60 s"
+        time.sleep(0.5)
+
+
 class TestLayers:
     def test_snapshot_then_write_to_head(self, sim: SimCluster, n: Name) -> None:
         create(sim, n("img"), MIB)
@@ -248,6 +261,39 @@ class TestLayers:
                          "0 full blocks of target filtered out", "Overwriting blocks: 2/2"]
         assert removal[-2].startswith("Removed 2/2 objects, ") and removal[-1] == ""
         assert sim.read(n("c"), 0, 200_000) == noise(3, 200_000)
+
+    def test_rm_takes_the_inverse_shortcut_for_a_smaller_readonly_child(self, sim: SimCluster, n: Name) -> None:
+        """The statistics say the removed img@0 holds more than its readonly child img@1: 3.0.8
+        merges img@1 into img@0 instead and gives img@0 img@1's name and config (the "inverse"
+        shortcut). Same names, same contents; img@1's name is now on img@0's inode."""
+        img = n("img")
+        sim.write(img, 0, noise(6, 512 * KIB))
+        s0 = snapshot(sim, img, "0")
+        sim.write(img, 0, b"1" * 4096)
+        s1 = snapshot(sim, img, "1")
+        sim.write(img, 8192, b"h" * 4096)
+        await_stats(sim, [s0, s1])
+        before = contents(sim, n)
+        proc = sim.cli("--json", "rm", f"{img}@0")
+        assert proc.returncode == 0, proc.stderr
+        *lines, last = proc.stdout.decode().splitlines()
+        assert lines == [
+            f"Merging 1 layer(s) into target {img}@0 online (with CAS) (inode {s0.id} in pool {s0.pool_id})",
+            f"Done, layers from {img}@0 to {img}@1 merged into {img}@0",
+            f"Done, inode {s1.id} from pool {s1.pool_id} removed", f"Layer {img}@0 renamed to {img}@1"]
+        result = orjson.loads(last)
+        assert (result["renamed_from"], result["renamed_to"]) == (f"{img}@0", f"{img}@1")
+        assert (result["deleted_images"], result["deleted_ids"], result["rebased_images"]) == ([], [], [])
+        errors = proc.stderr.decode().splitlines()
+        assert errors[:2] == [f"Got listing of layer {img}@1 (inode {s1.id} in pool {s1.pool_id})",
+                              "Overwriting blocks: 1/1"]
+        assert errors[2].startswith("Removed 1/1 objects, ") and errors[3:] == [""]
+        cat = sim.catalog()
+        renamed = cat.get(f"{img}@1")
+        assert (renamed.id, renamed.readonly, renamed.parent_id) == (s0.id, True, 0)
+        assert cat.get(img).parent_key == (s0.pool_id, s0.id) and cat.find(f"{img}@0") is None
+        assert contents(sim, n) == {k: v for k, v in before.items() if k != f"{img}@0"}
+        assert sim.allocated(f"{img}@1") == 512 * KIB
 
     def test_flatten_keeps_bytes_and_drops_the_parent(self, sim: SimCluster, n: Name) -> None:
         self.build_chain(sim, n)

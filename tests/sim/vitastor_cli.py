@@ -3,7 +3,7 @@ in sparse files (README.md). Same command line, output and exit codes as vitasto
 for the commands onevita and its tests use:
 
 - ``rm FROM [TO]``: remove layers FROM..TO, merging their data into their other children and
-  re-parenting those (``src/cmd/cli_rm.cpp``, without the "inverse" shortcut);
+  re-parenting those, or taking the "inverse" shortcut (``src/cmd/cli_rm.cpp``);
 - ``flatten NAME``: copy the ancestors' data into NAME and detach it;
 - ``dd``: copy between images, files and pipes (``simdd.py``);
 - ``ls [-l] [-p POOL] [--exact] [--sort F] [-r] [-n N] [GLOB...]``;
@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from onevita.errors import OnevitaError
-from onevita.vitastor.catalog import POOL_ID_BITS, Catalog, Inode
+from onevita.vitastor.catalog import POOL_ID_BITS, Catalog, Inode, dump_json11
 from onevita.vitastor.etcd import Op, cmp_mod_before, op_delete, op_put
 
 from .simdd import dd
@@ -42,6 +42,44 @@ Options: --config_path FILE (default /etc/vitastor/vitastor.conf), --json, -p/--
 """
 
 
+# merge --------------------------------------------------------------------------------------
+def _progress_count(label: str, total: int) -> None:
+    """cli_merge.cpp's step counter without a terminal: ``LABEL: k/total`` every 128 steps."""
+    for done in range(128, total + 1, 128):
+        print(f"{label}: {done}/{total}", file=sys.stderr)
+
+
+def _merge_progress(tool: Tool, target: Inode, lower: Sequence[Inode], upper: Sequence[Inode] = ()) -> None:
+    """What 3.0.8's merge into ``target`` reports while it works: the Merging line on stdout,
+    then on stderr a line per ``lower`` layer (between the target and FROM) listed, the pass
+    that leaves out the objects the target fills wholly, a line per ``upper`` layer (between the
+    target and TO) listed, and the pass that overwrites the objects (on an object basis)."""
+    if not tool.progress:
+        return
+    if lower or upper:
+        print(f"Merging {len(lower) + len(upper)} layer(s) into target {target.name} online (with CAS) "
+              f"(inode {target.id} in pool {target.pool_id})", flush=True)
+    pool = tool.catalog.pools.get(target.pool_id)
+    block = pool.block_size * pool.data_chunks if pool else DEFAULT_BLOCK_SIZE
+
+    def listed(layers: Sequence[Inode]) -> set[int]:
+        offsets: set[int] = set()
+        for layer in layers:
+            offsets |= tool.store.object_offsets(tool.key(layer), block)
+            print(f"Got listing of layer {layer.name} (inode {layer.id} in pool {layer.pool_id})", file=sys.stderr)
+        return offsets
+
+    offsets = listed(lower)
+    if offsets:
+        _progress_count("Filtering target blocks", len(offsets))
+        full = {o for o in offsets if tool.store.covers(tool.key(target), o, o + block)}
+        print(f"{len(full)} full blocks of target filtered out", file=sys.stderr)
+        offsets -= full
+    offsets |= listed(upper)
+    _progress_count("Overwriting blocks", len(offsets))
+    print(f"Overwriting blocks: {len(offsets)}/{len(offsets)}", file=sys.stderr, flush=True)
+
+
 # rm -----------------------------------------------------------------------------------------
 def _rm_chain(tool: Tool, source: Inode, target: Inode) -> list[Inode]:
     """TO, its parent, ... up to FROM; TO must descend from FROM."""
@@ -53,20 +91,91 @@ def _rm_chain(tool: Tool, source: Inode, target: Inode) -> list[Inode]:
     return chain
 
 
-def _rebase_children(tool: Tool, chain: list[Inode], new_parent: LayerKey | None) -> list[str]:
-    """Merge the removed layers' data into each outside child, then move it onto FROM's parent."""
+def _outside_children(tool: Tool, chain: list[Inode]) -> list[Inode]:
+    """The layers that read through a chain member without being one, by inode number."""
+    keys = {tool.key(member) for member in chain}
+    return [child for child in sorted(tool.catalog.inodes.values(), key=lambda i: i.num)
+            if child.parent_key in keys and tool.key(child) not in keys]
+
+
+def _above(tool: Tool, chain: list[Inode], child: Inode) -> list[Inode]:
+    """The chain members ``child`` reads through: its parent, ..., FROM."""
     keys = [tool.key(member) for member in chain]
-    rebased = []
-    for child in sorted(tool.catalog.inodes.values(), key=lambda i: i.num):
-        parent_key = child.parent_key
-        if parent_key is None or parent_key not in keys or tool.key(child) in keys:
-            continue
-        _merge_progress(tool, child, chain[keys.index(parent_key):])
-        tool.store.merge(tool.key(child), keys[keys.index(parent_key):])
+    return chain[keys.index(child.parent_key):] if child.parent_key in keys else []
+
+
+def _inverse_choice(tool: Tool, chain: list[Inode], children: list[Inode]) -> tuple[Inode, Inode] | None:
+    """3.0.8's "inverse" shortcut (``choose_inverse_candidate``): of the readonly outside
+    children (all of them with --writers-stopped), the one whose data is the smallest next to a
+    chain layer it reads through, by the /inode/stats the monitor wrote: that (child, layer),
+    or None when no such layer holds more than such a child."""
+    stopped = is_true(tool.options.get("writers_stopped"))
+    candidates = [child for child in children if child.readonly or stopped]
+    used = tool.catalog.used_sizes() if candidates else {}
+    best, max_diff = None, 0
+    for child in candidates:
+        for layer in _above(tool, chain, child):
+            diff = used.get(tool.key(layer), 0) - used.get(tool.key(child), 0)
+            if diff > 0 and (not max_diff or max_diff < diff):
+                best, max_diff = (child, layer), diff
+    return best
+
+
+def _rebase_children(tool: Tool, chain: list[Inode], children: list[Inode], new_parent: LayerKey | None) -> list[str]:
+    """Merge the removed layers' data into each outside child, then move it onto FROM's parent."""
+    for child in children:
+        members = _above(tool, chain, child)
+        _merge_progress(tool, child, members)
+        tool.store.merge(tool.key(child), [tool.key(member) for member in members])
         tool.say(f"Done, layers from {chain[-1].name} to {child.name} merged into {child.name}")
         tool.say(tool.change_parent(child, new_parent))
-        rebased.append(child.name)
-    return rebased
+    return [child.name for child in children]
+
+
+def _inverse_merge(tool: Tool, chain: list[Inode], child: Inode, layer: Inode,
+                   new_parent: LayerKey | None) -> dict[str, Any]:
+    """The shortcut itself: ``child`` is merged into chain ``layer`` (which then reads as the
+    child did), the child's data removed, and in one transaction the child's config deleted,
+    ``layer`` given the child's config and name on FROM's parent, and the child's children
+    moved onto it (``rename_inverse_parent``). Returns the child's rm-data result."""
+    members = _above(tool, chain, child)
+    at = [m.num for m in members].index(layer.num)
+    upper, lower = [child, *members[:at]], members[at + 1:]
+    _merge_progress(tool, layer, lower, upper)
+    tool.store.overlay(tool.key(layer), [tool.key(m) for m in (*upper, layer, *lower)])
+    tool.say(f"Done, layers from {chain[-1].name} to {child.name} merged into {layer.name}")
+    data = _remove_data(tool, child)
+    prefix = tool.catalog.prefix
+    child_key, layer_key = (f"{prefix}/config/inode/{i.pool_id}/{i.id}" for i in (child, layer))
+    pool_id, parent_id = new_parent or (0, 0)
+    renamed = replace(child, pool_id=layer.pool_id, id=layer.id, parent_pool=pool_id, parent_id=parent_id,
+                      deleted=False)
+    compare = [cmp_mod_before(child_key, child.mod_revision), cmp_mod_before(layer_key, layer.mod_revision)]
+    success = [op_delete(child_key), op_delete(f"{prefix}/index/image/{layer.name}"),
+               op_put(layer_key, dump_json11(renamed.config())),
+               op_put(f"{prefix}/index/image/{child.name}", dump_json11({"id": layer.id, "pool_id": layer.pool_id}))]
+    for grandchild in tool.catalog.children(child):
+        key = f"{prefix}/config/inode/{grandchild.pool_id}/{grandchild.id}"
+        compare.append(cmp_mod_before(key, grandchild.mod_revision))
+        success.append(op_put(key, dump_json11(replace(grandchild, parent_pool=layer.pool_id,
+                                                       parent_id=layer.id).config())))
+    if not tool.catalog.etcd.txn(compare=compare, success=success).succeeded:
+        raise CliError(errno.EAGAIN, f"Parent ({layer.name}), child ({child.name}), or one of its children"
+                                     " configuration was modified during rename")
+    tool.say(f"Layer {layer.name} renamed to {child.name}")
+    tool.catalog.load()
+    return data
+
+
+def _remove_data(tool: Tool, inode: Inode) -> dict[str, Any]:
+    """rm-data: drop every object of the layer, with its progress lines; its JSON result."""
+    pool = tool.catalog.pools.get(inode.pool_id)
+    objects = tool.store.objects(tool.key(inode), pool.block_size if pool else DEFAULT_BLOCK_SIZE)
+    _removal_progress(tool, objects)
+    tool.store.delete(tool.key(inode))
+    tool.say(f"Done, inode {inode.id} from pool {inode.pool_id} removed")
+    return {"removed_objects": objects, "total_objects": objects, "error_count": 0,
+            "inactive_osds": [], "inactive_pgs": []}
 
 
 def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
@@ -75,11 +184,7 @@ def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
         conflict = f"Image {inode.name} was modified by someone else, please repeat your request"
         inode = tool.put_config(inode, replace(inode, deleted=True), conflict)
         tool.say(f"Image {inode.name} modified")
-    pool = tool.catalog.pools.get(inode.pool_id)
-    objects = tool.store.objects(tool.key(inode), pool.block_size if pool else DEFAULT_BLOCK_SIZE)
-    _removal_progress(tool, objects)
-    tool.store.delete(tool.key(inode))
-    tool.say(f"Done, inode {inode.id} from pool {inode.pool_id} removed")
+    data = _remove_data(tool, inode)
     key = f"{tool.catalog.prefix}/config/inode/{inode.pool_id}/{inode.id}"
     result = tool.catalog.etcd.txn(
         compare=[cmp_mod_before(key, inode.mod_revision)],
@@ -88,8 +193,7 @@ def _delete_layer(tool: Tool, inode: Inode) -> dict[str, Any]:
         raise CliError(errno.EAGAIN, f"Layer {inode.name} was modified during deletion")
     del tool.catalog.inodes[tool.key(inode)]
     tool.say(f"Layer {inode.name} deleted")
-    return {"removed_objects": objects, "total_objects": objects, "error_count": 0,
-            "inactive_osds": [], "inactive_pgs": []}
+    return data
 
 
 def _removal_progress(tool: Tool, objects: int) -> None:
@@ -106,52 +210,29 @@ def _removal_progress(tool: Tool, objects: int) -> None:
 
 def rm(tool: Tool, words: list[str]) -> Result:
     """``rm FROM [TO]``: §2.5 of vitastor-internals.md. Every outside child gets the data it read
-    from the removed layers; the "inverse" rename of 3.0.8 is not done (same image contents,
-    but the child keeps its own inode number)."""
+    from the removed layers, but the one the "inverse" shortcut picks (``_inverse_choice``),
+    which is merged into a removed layer that then takes its name and stays."""
     if not words:
         raise CliError(errno.EINVAL, "Layer to remove argument is missing")
     source = tool.layer(words[0])
     chain = _rm_chain(tool, source, tool.layer(words[1] if len(words) > 1 else words[0]))
-    rebased = _rebase_children(tool, chain, source.parent_key)
+    children = _outside_children(tool, chain)
+    inverse = _inverse_choice(tool, chain, children)
+    rebased = _rebase_children(tool, chain, [c for c in children if not inverse or c.num != inverse[0].num],
+                               source.parent_key)
     data: dict[str, Any] = {}
-    for member in chain:
+    if inverse:
+        data = _inverse_merge(tool, chain, *inverse, source.parent_key)
+    removed = [m for m in chain if not inverse or m.num != inverse[1].num]
+    for member in removed:
         data = _delete_layer(tool, tool.catalog.inodes[tool.key(member)])
-    data.update(deleted_ids=[m.num for m in chain], deleted_images=[m.name for m in chain],
-                rebased_images=rebased, renamed_from="", renamed_to="")
+    data.update(deleted_ids=[m.num for m in removed], deleted_images=[m.name for m in removed],
+                rebased_images=rebased, renamed_from=inverse[1].name if inverse else "",
+                renamed_to=inverse[0].name if inverse else "")
     return Result(data=data)
 
 
 # flatten ------------------------------------------------------------------------------------
-def _progress_count(label: str, total: int) -> None:
-    """cli_merge.cpp's step counter without a terminal: ``LABEL: k/total`` every 128 steps."""
-    for done in range(128, total + 1, 128):
-        print(f"{label}: {done}/{total}", file=sys.stderr)
-
-
-def _merge_progress(tool: Tool, target: Inode, parents: list[Inode]) -> None:
-    """What 3.0.8's merge of ``parents`` into ``target`` reports while it works: the Merging line
-    on stdout, then on stderr a line per layer listed, the pass that leaves out the objects the
-    target fills wholly, and the pass that overwrites the rest (on an object-listing basis)."""
-    if not tool.progress:
-        return
-    if parents:
-        print(f"Merging {len(parents)} layer(s) into target {target.name} online (with CAS) "
-              f"(inode {target.id} in pool {target.pool_id})", flush=True)
-    pool = tool.catalog.pools.get(target.pool_id)
-    block = pool.block_size * pool.data_chunks if pool else DEFAULT_BLOCK_SIZE
-    offsets: set[int] = set()
-    for layer in parents:
-        offsets |= tool.store.object_offsets(tool.key(layer), block)
-        print(f"Got listing of layer {layer.name} (inode {layer.id} in pool {layer.pool_id})", file=sys.stderr)
-    if offsets:
-        _progress_count("Filtering target blocks", len(offsets))
-        full = {o for o in offsets if tool.store.covers(tool.key(target), o, o + block)}
-        print(f"{len(full)} full blocks of target filtered out", file=sys.stderr)
-        offsets -= full
-    _progress_count("Overwriting blocks", len(offsets))
-    print(f"Overwriting blocks: {len(offsets)}/{len(offsets)}", file=sys.stderr, flush=True)
-
-
 def flatten(tool: Tool, words: list[str]) -> Result:
     """``flatten NAME``: merge every ancestor into NAME (readonly or not), then detach it."""
     if not words:
