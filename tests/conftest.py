@@ -30,12 +30,12 @@ from tests.harness.etcd_server import EtcdServer
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
 from tests.harness.user import PATH, ActionUser
-from tests.sim.cluster import SimCluster, real_leftovers
+from tests.sim.cluster import SimCluster, real_conf, real_leftovers
 from tests.sim.conftest import sim_libvitastor  # noqa: F401 (the actions and hosts load it too)
 
 SIM_CLI = str(ROOT / "tests" / "sim" / "bin" / "vitastor-cli")
 VITASTOR_CLI = os.environ.get("ONEVITA_TEST_VITASTOR_CLI", SIM_CLI)
-SIMULATED = not os.environ.get("ONEVITA_TEST_VITASTOR_CONF")  # else the real libvitastor_client
+SIMULATED = not real_conf()  # else the real libvitastor_client
 # the test modules also run against antietcd, the etcd replacement Vitastor's monitor can use
 ANTIETCD_MODULES = {"tests.vitastor.test_catalog", "tests.tm.test_disk", "tests.tm.test_snap",
                     "tests.datastore.test_image"}

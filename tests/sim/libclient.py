@@ -158,9 +158,9 @@ class Client:
         """Bytes written in layer ``inode`` itself (not its parents) within its first ``size``
         bytes: its own allocation bitmap, one bit per granule, read 64 MiB at a time."""
         granule = int(self.lib.vitastor_c_inode_get_bitmap_granularity(self.cli, inode))
-        total, step = 0, 64 << 20
-        for offset in range(0, -(-size // granule) * granule, step):
-            rc, bits = self.bitmap(inode, offset, min(step, -(-size // granule) * granule - offset), False)
+        end, step, total = -(-size // granule) * granule, 64 << 20, 0
+        for offset in range(0, end, step):
+            rc, bits = self.bitmap(inode, offset, min(step, end - offset), False)
             assert rc >= 0, f"read_bitmap of inode {inode:#x} at {offset}: {rc}"
             total += sum(bits) * granule
         return total

@@ -120,6 +120,15 @@ def write_sparse(path: Path, data: bytes) -> None:
         f.truncate(len(data))
 
 
+def feed(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the pipe ``fd``, then close it: a write into a pipe may take
+    only part of the data (on a real cluster one of 3 MiB stopped at 64 KiB now and then)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.close(fd)
+
+
 def nonzero_granules(data: bytes) -> int:
     return sum(1 for o in range(0, len(data), 4096) if data[o:o + 4096].count(0) != len(data[o:o + 4096]))
 
@@ -246,7 +255,7 @@ class TestStreams:
         data = sample(3 * MIB + 512)
         create(sim, img, round_up(len(data)))
         read_end, write_end = os.pipe()
-        feeder = threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)))
+        feeder = threading.Thread(target=feed, args=(write_end, data))
         feeder.start()
         try:
             written = client.import_fd(sim.config, read_end, img, progress=False)
