@@ -3,8 +3,10 @@
 The bash driver's names are kept so a cloud can switch drivers with running VMs:
 ``<IMAGE_PREFIX>-<IMAGE_ID>`` (image), ``<SOURCE>-<VMID>-<DISKID>`` (non-persistent disk),
 ``<IMAGE_PREFIX>-sys-<VMID>-<DISKID>`` (volatile disk), ``<IMAGE_PREFIX>-sys-<VMID>-checkpoint``,
-``<name>@<snap_id>`` (disk snapshot). Anything that reaches etcd keys, argv or ssh is checked
-against a strict character set first, so no template value can smuggle in a path or an option.
+``<name>@<snap_id>`` (disk snapshot), ``<name>@backup-<increment_id>`` (backup checkpoint, a
+layer OpenNebula never sees: its snapshot ids are numbers). Anything that reaches etcd keys, argv
+or ssh is checked against a strict character set first, so no template value can smuggle in a
+path or an option.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import re
 
 from .errors import BadName
 
-__all__ = ["check_conf", "check_deploy_id", "check_host", "check_image", "check_path", "check_pool",
-           "check_prefix", "checkpoint_name", "clone_name", "image_name", "snapshot_name", "volatile_name"]
+__all__ = ["backup_checkpoint_name", "check_conf", "check_deploy_id", "check_host", "check_image",
+           "check_path", "check_pool", "check_prefix", "checkpoint_name", "clone_name", "image_name",
+           "snapshot_name", "volatile_name"]
 
-_IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+)?")
+_IMAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}(@[0-9]+|@backup-[0-9]+)?")
 _PREFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _POOL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]")
@@ -31,7 +34,7 @@ def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 
 def check_image(name: str) -> str:
-    """An image or snapshot layer name (``one-5``, ``one-5-12-0@3``)."""
+    """An image or snapshot layer name (``one-5``, ``one-5-12-0@3``, ``one-5-12-0@backup-2``)."""
     return _check(_IMAGE, name, "Vitastor image name")
 
 
@@ -98,3 +101,12 @@ def checkpoint_name(prefix: str, vm_id: int) -> str:
 def snapshot_name(name: str, snap_id: int) -> str:
     """The readonly layer holding snapshot ``snap_id`` of disk or image ``name``."""
     return f"{check_image(name)}@{snap_id}"
+
+
+BACKUP_CHECKPOINT = "backup-"
+
+
+def backup_checkpoint_name(name: str, increment_id: int) -> str:
+    """The readonly layer holding disk or image ``name`` as it was at backup ``increment_id``
+    (the id OpenNebula gives that backup's files): what the next increment is taken against."""
+    return f"{check_image(name)}@{BACKUP_CHECKPOINT}{int(increment_id)}"
