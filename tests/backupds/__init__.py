@@ -34,7 +34,7 @@ from tests.harness import documents as docs
 from tests.harness.user import ActionUser
 
 __all__ = ["BACKUP_DS", "RsyncBackups", "Write", "apply_writes", "backup_remotes_fixture", "backups_fixture", "lay_tree", "qcow2_full",
-           "qcow2_increment", "stage_backup"]
+           "make_chain", "qcow2_increment", "stage_backup"]
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "rsyncds.py"
@@ -120,7 +120,8 @@ def qcow2_increment(previous: bytes, writes: Sequence[Write], out: Path) -> None
             src.write_bytes(what)
             files.append(src)
             commands += ["-c", f"write -s {src} {offset} {len(what)}"]
-    _run("qemu-io", "-f", "qcow2", *commands, str(out))
+    if commands:  # without any, qemu-io would read commands from stdin
+        _run("qemu-io", "-f", "qcow2", *commands, str(out))
     _run("qemu-img", "rebase", "-u", "-b", "", str(out))
     for path in (base, *files):
         path.unlink()
@@ -256,3 +257,32 @@ def stage_backup(stage: Path, vm_xml: str, files: dict[str, bytes | Path]) -> No
         else:
             (stage / name).write_bytes(content)
 
+
+
+def make_chain(backups: RsyncBackups, stage: Path, location: str, vm_id: int, image_id: int, vm_xml: str,
+               disks: dict[int, bytes], steps: Sequence[dict[int, Sequence[Write]]] = ()) -> list[dict[int, bytes]]:
+    """A FULL backup of ``disks`` (disk id → data) and one INCREMENT per entry of ``steps``
+    (disk id → the writes since the last backup; every disk gets a file each time, as
+    OpenNebula's reassembly wants), staged in ``stage``, shipped with the datastore's
+    ``backup`` and recorded as oned does; the disks' data after each backup."""
+    states = {disk: bytearray(data) for disk, data in disks.items()}
+    history = []
+    work = stage.parent / f"{stage.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    for k, writes in enumerate([{}, *steps]):
+        files: dict[str, bytes | Path] = {}
+        for disk in sorted(states):
+            out = work / f"disk.{disk}.{k}"
+            if k == 0:
+                qcow2_full(bytes(states[disk]), out)
+            else:
+                qcow2_increment(bytes(states[disk]), writes.get(disk, ()), out)
+                apply_writes(states[disk], writes.get(disk, ()))
+            files[out.name] = out
+        stage_backup(stage, vm_xml, files)
+        backup_id, size_mb = backups.ship(location, vm_id, vm_xml, ":".join(str(d) for d in sorted(states)))
+        backups.record(image_id, vm_id, backup_id, size_mb, full=k == 0)
+        history.append({disk: bytes(data) for disk, data in states.items()})
+    shutil.rmtree(stage)
+    shutil.rmtree(work)
+    return history

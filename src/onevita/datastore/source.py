@@ -235,10 +235,17 @@ def _open_url(url: str) -> Any:
 
 def open_source(path: str, *, restricted: str = "", safe: str = "", md5: str = "", sha1: str = "",
                 limit: int | None = None, decompress: bool = True) -> ImageSource:
-    """Open IMAGE/PATH: an absolute local path or an http(s) URL. ``restricted`` is the
-    datastore's RESTRICTED_DIRS (the defaults of ``restricted_dirs`` are added here)."""
+    """Open IMAGE/PATH: an absolute local path, an http(s) URL, or a backup URL (``rsync://``,
+    ``restic://``: ``backup_url``, never decompressed, as ``downloader.sh --nodecomp``).
+    ``restricted`` is the datastore's RESTRICTED_DIRS (the defaults of ``restricted_dirs`` are
+    added here)."""
+    from .backup_url import Download, is_backup_url
+
     checksums = {name: value for name, value in (("md5", md5), ("sha1", sha1)) if value.strip()}
-    if path.startswith(("http://", "https://")):
+    inner: Any
+    if is_backup_url(path):  # a backup datastore's qcow2 chain, through OpenNebula's downloader.sh
+        inner, decompress = Download(path), False
+    elif path.startswith(("http://", "https://")):
         inner = _open_url(path)
     elif path.startswith("/"):
         real = _check_restricted(path, restricted_dirs(restricted), safe)

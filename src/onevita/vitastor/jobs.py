@@ -19,7 +19,7 @@ import orjson
 
 from .. import log
 from ..errors import BadRequest, ConfigError, ImageExists, OnevitaError
-from ..names import check_image, snapshot_name
+from ..names import BACKUP_CHECKPOINT, check_image, snapshot_name
 from ..run import CommandFailed, run
 from . import cli
 from .catalog import Catalog, Inode
@@ -42,10 +42,10 @@ def open_catalog(conf: str | None) -> Catalog:
 
 
 def _layers(catalog: Catalog, name: str) -> list[Inode]:
-    """``name``, all its ``name@N`` snapshot layers and the old head an interrupted revert left
-    (``name.revert``), each after every layer that reads through it, so removing them in this
-    order never merges data between them."""
-    pattern = re.compile(re.escape(name) + r"(@[0-9]+|\.revert)?")
+    """``name``, all its ``name@N`` snapshot layers, its ``name@backup-N`` backup checkpoints and
+    the old head an interrupted revert left (``name.revert``), each after every layer that reads
+    through it, so removing them in this order never merges data between them."""
+    pattern = re.compile(re.escape(name) + rf"(@[0-9]+|@{BACKUP_CHECKPOINT}[0-9]+|\.revert)?")
     own = [i for i in catalog.inodes.values() if pattern.fullmatch(i.name)]
     ordered: list[Inode] = []
     remaining = {i.num: i for i in own}
@@ -85,8 +85,9 @@ def clone(conf: str | None, pool: str | None, parent: str, name: str, size: int)
 
 
 def delete(conf: str | None, name: str) -> None:
-    """Remove ``name`` and every ``name@N`` snapshot layer; layers other images read through
-    keep their data in those images (vitastor-cli rm merges it). Missing: success."""
+    """Remove ``name``, every ``name@N`` snapshot layer and every ``name@backup-N`` backup
+    checkpoint; layers other images read through keep their data in those images (vitastor-cli
+    rm merges it). Missing: success."""
     catalog = open_catalog(conf)
     layers = _layers(catalog, check_image(name))
     if not layers:
@@ -153,9 +154,10 @@ def snapshot_revert(conf: str | None, name: str, snap_id: int) -> None:
 
 def snapshot_flatten(conf: str | None, name: str, snap_id: int) -> None:
     """Make ``name`` an independent copy of ``name@snap_id`` and drop every snapshot of it
-    (OpenNebula's snapshot-flatten). The old head is renamed aside before anything is removed.
-    A retry after the snapshot itself was removed (``name`` has no parent any more) only
-    removes the snapshot layers that are left."""
+    (OpenNebula's snapshot-flatten), backup checkpoints too: the next backup of a flattened
+    image is taken whole. The old head is renamed aside before anything is removed. A retry
+    after the snapshot itself was removed (``name`` has no parent any more) only removes the
+    layers that are left."""
     catalog = open_catalog(conf)
     snap = snapshot_name(name, snap_id)
     if catalog.find(snap) is not None:
@@ -182,15 +184,22 @@ def pool_usage(conf: str | None, pool: str | None) -> dict[str, float]:
 def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str, Any]]]:
     """Used bytes of every VM disk and disk snapshot in the cluster, by VM id, found by name:
     ``<prefix>-sys-<vm>-<disk>`` (volatile) and ``<image>-<vm>-<disk>`` where ``<image>`` exists
-    (clones), each with its ``@<snap>`` layers. Persistent images carry no VM in their name."""
+    (clones), each with its ``@<snap>`` layers. Persistent images carry no VM in their name.
+
+    A disk's backup checkpoints (``@backup-<increment>``) are no OpenNebula snapshot: their
+    bytes count in the disk's own size (DISK_SIZE), since the disk holds that space until the
+    next backup replaces them. Other ``@`` layers are not the driver's and are left out."""
     catalog = open_catalog(conf)
     used = catalog.used_sizes()
     names = {i.name for i in catalog.inodes.values()}
     volatile = re.compile(re.escape(prefix) + r"-sys-([0-9]+)-([0-9]+)")
     cloned = re.compile(r"(.+)-([0-9]+)-([0-9]+)")
+    snapshot, checkpoint = re.compile(r"[0-9]+"), re.compile(re.escape(BACKUP_CHECKPOINT) + r"[0-9]+")
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for inode in catalog.inodes.values():
-        base, _, snap = inode.name.partition("@")
+        base, at, snap = inode.name.partition("@")
+        if at and not (snapshot.fullmatch(snap) or checkpoint.fullmatch(snap)):
+            continue
         match = volatile.fullmatch(base)
         if match:
             vm, disk = match.groups()
@@ -201,10 +210,10 @@ def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str
             vm, disk = match.group(2), match.group(3)
         entry = result.setdefault(vm, {"disks": {}, "snapshots": {}})
         size = used.get((inode.pool_id, inode.id), 0)
-        if snap:
+        if snapshot.fullmatch(snap):
             entry["snapshots"].setdefault(disk, {})[snap] = size
-        else:
-            entry["disks"][disk] = size
+        else:  # the disk itself or one of its backup checkpoints
+            entry["disks"][disk] = entry["disks"].get(disk, 0) + size
     return result
 
 
@@ -291,11 +300,11 @@ def _other_files(info: Any, path: str) -> Iterator[str]:
             yield from _other_files(item, path)
 
 
-def _convert(stream: Reader, fmt: str, tmp: str) -> str:
-    """Stage ``stream`` (an image in ``fmt``) in ``tmp`` and convert it to a sparse raw file
-    there; return that file's path. An image referring to other files (a backing file, a data
-    file, VMDK extents) is refused: qemu-img would read them from this host's disks."""
-    staged, raw = os.path.join(tmp, f"image.{fmt}"), os.path.join(tmp, "image.raw")
+def _check_staged(stream: Reader, fmt: str, tmp: str) -> tuple[str, int]:
+    """Stage ``stream`` (an image in ``fmt``) in ``tmp`` and check it; its path and virtual
+    size. An image referring to other files (a backing file, a data file, VMDK extents) is
+    refused: qemu-img and qemu-nbd would read them from this host's disks."""
+    staged = os.path.join(tmp, f"image.{fmt}")
     try:
         _stage(stream, staged)
     except OSError as e:
@@ -305,17 +314,50 @@ def _convert(stream: Reader, fmt: str, tmp: str) -> str:
         others = sorted(set(_other_files(info, staged)))
         if others:
             raise OnevitaError(f"refusing the {fmt} image: it refers to other files ({', '.join(others)})")
-        # qemu-img convert reads data past the end of a truncated file as zeros: check first
+        # reading past the end of a truncated file gives zeros, not an error: check first
         check = run(["qemu-img", "check", "-q", "-f", fmt, staged], check=False)
         if check.returncode not in CHECK_OK:
             detail = (check.stderr or check.stdout).decode(errors="replace").strip()
             raise OnevitaError(f"the {fmt} image is damaged (qemu-img check exit {check.returncode}): "
                                f"{detail}")
-        run(["qemu-img", "convert", "-q", "-f", fmt, "-O", "raw", staged, raw])
     except CommandFailed as e:
         raise OnevitaError(f"cannot convert the {fmt} image to raw: {e}") from e
-    os.unlink(staged)  # frees the staging space before the copy
-    return raw
+    return staged, int(info.get("virtual-size", 0))
+
+
+class _NbdReader:
+    """The raw bytes of an image served by qemu-nbd, read in order up to its size."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.offset = client, 0
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self.client.size - self.offset)
+        if size <= 0:
+            return b""
+        data: bytes = self.client.read(self.offset, size)
+        self.offset += len(data)
+        return data
+
+
+def _import_converted(conf: str | None, catalog: Catalog, target: Any, partial: str, fmt: str,
+                      staging_dir: str, stream: Reader) -> int:
+    """Stage and check ``stream`` (``fmt``) in ``staging_dir``, create ``partial`` of its
+    virtual size and fill it with the raw bytes qemu-nbd serves: no raw copy on disk. The
+    staging files are always removed; ``partial`` is the caller's to remove on failure."""
+    from ..qemu_nbd import served
+
+    try:
+        tmp = tempfile.mkdtemp(prefix="onevita-cp-", dir=staging_dir)
+    except OSError as e:
+        raise ConfigError(f"cannot use STAGING_DIR {staging_dir}: {e.strerror}") from e
+    try:
+        staged, size = _check_staged(stream, fmt, tmp)
+        catalog.create(partial, _round_up(size), target)
+        with served(staged, fmt, readonly=True) as client:
+            return _stream_into(conf, partial, _round_up(size), _NbdReader(client))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def import_image(conf: str | None, pool: str | None, name: str, size: int, fmt: str, staging_dir: str,
@@ -323,10 +365,11 @@ def import_image(conf: str | None, pool: str | None, name: str, size: int, fmt: 
     """A new image ``name`` with the data of ``stream`` (datastore/cp); returns bytes copied.
 
     Raw data goes straight into an image of ``size`` bytes (IMAGE/SIZE, rounded up to 4 KiB;
-    longer data fails the import). Other formats are staged in ``staging_dir``, converted with
-    ``qemu-img convert -O raw`` into a sparse file there, whose size is the image's, and copied;
-    the staging files are always removed. The image is filled as ``name.importing`` and renamed
-    when complete, so ``name`` never holds partial data; a failed import removes it. OpenNebula
+    longer data fails the import). Other formats are staged in ``staging_dir`` and checked
+    (``qemu-img info``/``check``); the image gets their virtual size and the raw bytes qemu-nbd
+    serves from the staged file (no raw copy on disk); the staging files are always removed.
+    The image is filled as ``name.importing`` and renamed when complete, so ``name`` never
+    holds partial data; a failed import removes it. OpenNebula
     never reuses image ids, so an existing ``name`` is not this image's: ImageExists. A
     ``name.importing`` left by an interrupted run is removed first, so a retry starts clean."""
     catalog = open_catalog(conf)
@@ -339,33 +382,19 @@ def import_image(conf: str | None, pool: str | None, name: str, size: int, fmt: 
         delete(conf, partial)
         catalog.load()
     target = catalog.pool(pool)
-    created = False
     try:
         if fmt == "raw":
             if size <= 0:
                 raise BadRequest("IMAGE/SIZE is needed to import raw data")
             catalog.create(partial, _round_up(size), target)
-            created = True
             copied = _stream_into(conf, partial, _round_up(size), stream)
         elif fmt in CONVERTIBLE:
-            from .client import import_file
-
-            try:
-                tmp = tempfile.mkdtemp(prefix="onevita-cp-", dir=staging_dir)
-            except OSError as e:
-                raise ConfigError(f"cannot use STAGING_DIR {staging_dir}: {e.strerror}") from e
-            try:
-                raw = _convert(stream, fmt, tmp)
-                catalog.create(partial, _round_up(os.path.getsize(raw)), target)
-                created = True
-                copied = import_file(read_config(conf), raw, partial)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            copied = _import_converted(conf, catalog, target, partial, fmt, staging_dir, stream)
         else:
             raise BadRequest(f"unsupported image format {fmt!r}")
         catalog.modify(catalog.get(partial), rename=name)
     except BaseException:
-        if created:
+        if catalog.find(partial) is not None:  # created by this run (the catalog keeps its own writes)
             delete(conf, partial)
         raise
     log.info(f"imported {copied} bytes of {fmt} data into {name} in pool {target.name}")
