@@ -100,6 +100,10 @@ int64_t ov_copy_image_to_fd(ov_client *client, ov_image *src, uint64_t size, int
                             int flags, ov_progress_fn *progress, void *opaque, char *err, size_t err_size);
 int64_t ov_copy_image_to_image(ov_client *client, ov_image *src, ov_image *dst, int queue_depth,
                                int flags, ov_progress_fn *progress, void *opaque, char *err, size_t err_size);
+int64_t ov_layer_bitmap(ov_client *client, ov_image *layer, uint64_t size, uint32_t granularity, uint8_t *out,
+                        int queue_depth, char *err, size_t err_size);
+int64_t ov_copy_extents_to_fd(ov_client *client, ov_image *src, const uint64_t *extents, uint64_t count, int fd,
+                              int queue_depth, ov_progress_fn *progress, void *opaque, char *err, size_t err_size);
 
 static int fail(char *err, size_t err_size, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
@@ -333,6 +337,8 @@ struct copy {
     uint64_t block;    /* copy unit: an object of the image side */
     uint64_t unit;     /* zero detection and write alignment */
     uint64_t next_off;
+    const uint64_t *extents; /* (offset, length) pairs to copy instead of [0, total), in order */
+    uint64_t n_extents, extent;
     uint64_t next_seq, sink_seq;
     int eof;
     int write_zeroes;
@@ -490,20 +496,36 @@ static void skip_file_holes(struct copy *cp)
     }
 }
 
+/* The end of the range next_off is in (moving next_off to the next extent when the copy has
+   extents); 0 at the end of the copy. */
+static uint64_t range_end(struct copy *cp)
+{
+    if (!cp->extents)
+        return cp->next_off < cp->total ? cp->total : 0;
+    while (cp->extent < cp->n_extents &&
+           cp->next_off >= cp->extents[2 * cp->extent] + cp->extents[2 * cp->extent + 1]) {
+        cp->extent++;
+        if (cp->extent < cp->n_extents)
+            cp->next_off = cp->extents[2 * cp->extent];
+    }
+    return cp->extent < cp->n_extents ? cp->extents[2 * cp->extent] + cp->extents[2 * cp->extent + 1] : 0;
+}
+
 /* Start the next block in a free slot; returns 1 if one was started. */
 static int start_block(struct copy *cp, struct slot *s)
 {
-    uint64_t got;
+    uint64_t got, end;
     int rc;
 
     if (cp->src_kind == SRC_FILE)
         skip_file_holes(cp);
-    if (cp->next_off >= cp->total) {
+    end = range_end(cp);
+    if (!end) {
         cp->eof = 1;
         return 0;
     }
     s->off = cp->next_off;
-    s->len = min_u64(cp->block, cp->total - s->off);
+    s->len = min_u64(cp->block, end - s->off);
     s->seq = cp->next_seq;
     s->retval = 0;
     s->pending = 0;
@@ -844,5 +866,106 @@ int64_t ov_copy_image_to_image(ov_client *client, ov_image *src, ov_image *dst, 
         return fail(err, err_size, EINVAL, "cannot copy Vitastor image %s onto itself", src->name);
     if ((rc = check_target(&cp, dst)) < 0)
         return rc;
+    return run_copy(&cp, queue_depth);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* layer bitmaps and extents: what backup increments are made of                            */
+
+struct bitmap_req {
+    struct waiter w;
+    uint64_t off, len;
+    uint8_t *bitmap;
+    int busy;
+};
+
+static void on_layer_bitmap(void *opaque, long retval, uint8_t *bitmap)
+{
+    struct bitmap_req *r = opaque;
+    r->bitmap = bitmap;
+    on_waiter(&r->w, retval);
+}
+
+/* OR into out (one bit per granule, LSB first) the granules that `layer` itself holds in
+   [0, size): READ_BITMAP without parents, so no data is read. Returns the granules set. */
+int64_t ov_layer_bitmap(ov_client *client, ov_image *layer, uint64_t size, uint32_t granularity, uint8_t *out,
+                        int queue_depth, char *err, size_t err_size)
+{
+    struct bitmap_req reqs[MAX_QUEUE_DEPTH];
+    uint64_t chunk, next = 0, set = 0, end = min_u64(size, layer->size);
+    int i, busy = 0, error = 0;
+
+    if (granularity != layer->granularity)
+        return fail(err, err_size, EINVAL, "Vitastor layer %s has bitmap granularity %u, not %u", layer->name,
+                    layer->granularity, granularity);
+    if (queue_depth < 1 || queue_depth > MAX_QUEUE_DEPTH)
+        queue_depth = MAX_QUEUE_DEPTH;
+    chunk = (uint64_t)layer->block_size * 256;
+    memset(reqs, 0, sizeof(reqs));
+    while (busy || (next < end && !error)) {
+        int moved = 0;
+        for (i = 0; i < queue_depth; i++) {
+            struct bitmap_req *r = &reqs[i];
+            if (r->busy && r->w.done) {
+                uint64_t bits = r->len / granularity, b, first = r->off / granularity;
+                if (r->w.retval < 0 && !error)
+                    error = fail(err, err_size, (int)r->w.retval, "reading the bitmap of %s at offset %llu: %s",
+                                 layer->name, (unsigned long long)r->off, strerror((int)-r->w.retval));
+                for (b = 0; r->w.retval >= 0 && r->bitmap && b < bits && b < (uint64_t)r->w.retval; b++) {
+                    if (r->bitmap[b / 8] & (1u << (b % 8))) {
+                        out[(first + b) / 8] |= (uint8_t)(1u << ((first + b) % 8));
+                        set++;
+                    }
+                }
+                free(r->bitmap);
+                r->bitmap = NULL;
+                r->busy = 0;
+                busy--;
+                moved = 1;
+            }
+            if (!r->busy && next < end && !error) {
+                r->off = next;
+                r->len = round_up(min_u64(chunk, end - next), granularity);
+                next += r->len;
+                r->busy = 1;
+                r->w.c = client;
+                r->w.done = 0;
+                busy++;
+                moved = 1;
+                client->read_bitmap(client->cli, layer->num, r->off, r->len, 0, on_layer_bitmap, r);
+            }
+        }
+        if (!moved && busy)
+            pump(client);
+    }
+    return error ? error : (int64_t)set;
+}
+
+/* Stream the bytes `src` reads (through its parents) in the given (offset, length) extents,
+   in order, to the stream fd: the changed parts of a disk, for a backup increment. */
+int64_t ov_copy_extents_to_fd(ov_client *client, ov_image *src, const uint64_t *extents, uint64_t count, int fd,
+                              int queue_depth, ov_progress_fn *progress, void *opaque, char *err, size_t err_size)
+{
+    struct copy cp = { 0 };
+    uint64_t i;
+
+    copy_init(&cp, client, 0, progress, opaque, err, err_size);
+    cp.src = src;
+    cp.src_kind = SRC_IMAGE;
+    cp.dst_fd = fd;
+    cp.dst_kind = DST_STREAM;
+    cp.block = src->block_size;
+    cp.unit = max_u64(src->granularity, SECTOR);
+    cp.extents = extents;
+    cp.n_extents = count;
+    for (i = 0; i < count; i++) {
+        if (extents[2 * i] % cp.unit || extents[2 * i + 1] % cp.unit || !extents[2 * i + 1] ||
+            extents[2 * i] + extents[2 * i + 1] > src->size || (i && extents[2 * i] < extents[2 * i - 2] + extents[2 * i - 1]))
+            return fail(err, err_size, EINVAL, "extent %llu of %s is not aligned, ordered and inside the image",
+                        (unsigned long long)i, src->name);
+        cp.total += extents[2 * i + 1];
+    }
+    if (count)
+        cp.next_off = extents[0];
     return run_copy(&cp, queue_depth);
 }

@@ -1,4 +1,5 @@
-"""Guest file-system freeze around live snapshots (``virsh domfsfreeze``), run on the VM's host.
+"""Guest file-system freeze around live snapshots (``virsh domfsfreeze``), and suspend/resume
+around backup checkpoints (FS_FREEZE=SUSPEND), run on the VM's host.
 
 Like Ceph's snap_create_live: freeze through the QEMU guest agent, snapshot, always thaw. A
 guest without an agent cannot be frozen; the snapshot is then crash-consistent, and the log
@@ -15,7 +16,7 @@ from . import log
 from .errors import BadRequest
 from .run import CommandFailed, run
 
-__all__ = ["fsfreeze", "fsthaw"]
+__all__ = ["fsfreeze", "fsthaw", "resume", "suspend"]
 
 _DEPLOY_ID = re.compile(r"[A-Za-z0-9_.:-]+")
 TIMEOUT = 60.0
@@ -48,3 +49,13 @@ def _thaw_quietly(deploy_id: str) -> None:
 def fsthaw(deploy_id: str) -> None:
     """Thaw the guest's file systems."""
     _virsh("domfsthaw", deploy_id)
+
+
+def suspend(deploy_id: str) -> None:
+    """Pause the VM (``virsh suspend``): nothing the guest does reaches its disks meanwhile."""
+    _virsh("suspend", deploy_id)
+
+
+def resume(deploy_id: str) -> None:
+    """Let a suspended VM run again."""
+    _virsh("resume", deploy_id)

@@ -1,35 +1,46 @@
-"""``tm/vitastor/prebackup`` and ``postbackup``: the VM's Vitastor disks staged for the backup
-datastore, and the staging directory removed afterwards.
+"""``tm/vitastor/prebackup[_live]`` and ``postbackup[_live]``: the VM's Vitastor disks staged
+for the backup datastore, and the staging directory removed afterwards.
 
-one_vmm_exec runs both on the front-end, around the backup datastore's ``backup``, with
+one_vmm_exec runs them on the front-end, around the backup datastore's ``backup``, with
 ``<host>:<vm_dir> <disk ids> <deploy_id> <backup job id|-> <vm_id> <system ds id>`` and the
-plain ``<VM>`` XML on stdin (backup contract §1). The staging directory is
-``<BACKUP_BASE_PATH>/<vm_id>/backup`` when datastore.conf sets BACKUP_BASE_PATH, else
-``<vm_dir>/backup``, on BACKUP_CONFIG/LAST_BRIDGE (7.0+) or the VM's host, where the backup
-datastore looks for it; the jobs run there, since the files must land on that machine.
+plain ``<VM>`` XML on stdin (backup contract §1); the ``_live`` ones while the VM runs. The
+staging directory is ``<BACKUP_BASE_PATH>/<vm_id>/backup`` when datastore.conf sets
+BACKUP_BASE_PATH, else ``<vm_dir>/backup``, on BACKUP_CONFIG/LAST_BRIDGE (7.0+) or the VM's
+host, where the backup datastore looks for it; the disk jobs run there, since the files must
+land on that machine.
 
-This is the first part of onevita's backups: full backups of powered-off VMs. Increments and
-live backups are not there yet and fail with a clear reason instead of writing a backup that
-would not restore.
+prebackup: every listed disk is checked to be Vitastor's first; then the checkpoint layers of
+all of them are taken in one etcd transaction per cluster (live: inside FS_FREEZE's freeze or
+suspend, always undone), older checkpoints are pruned, and each disk is written from its
+checkpoint: ``disk.<id>.0`` whole for a FULL backup or a new chain (LAST_INCREMENT_ID -1),
+else ``disk.<id>.<LAST_INCREMENT_ID+1>`` with what changed since checkpoint LAST_INCREMENT_ID.
+That checkpoint is kept until a later prebackup names a newer one as the last: oned advances
+LAST_INCREMENT_ID only when the datastore stored the backup, so a failed upload is retried
+against the same checkpoint. A failure removes the staging directory and the new checkpoints.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
 
 from lxml import etree
 
-from ..cluster import run_job
+from .. import log
+from ..cluster import job_host, run_job
 from ..errors import BadRequest, OnevitaError
 from ..formatting import read_datastore_conf
-from ..names import check_host
+from ..names import check_deploy_id, check_host
 from ..one.args import int_arg, split_location
-from ..one.model import parse_vm
+from ..one.model import VM, Disk, VitastorSettings, parse_vm
 from .common import datastore, disk_name
 
-__all__ = ["postbackup", "prebackup"]
+__all__ = ["postbackup", "postbackup_live", "prebackup", "prebackup_live"]
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+FS_FREEZE_MODES = ("NONE", "AGENT", "SUSPEND")
 
 
 def _vm_document() -> tuple[str, etree._Element]:
@@ -49,9 +60,74 @@ def _backup_config(vm: etree._Element) -> dict[str, str]:
     return {c.tag: (c.text or "").strip() for c in node if isinstance(c.tag, str)} if node is not None else {}
 
 
+@dataclass(frozen=True)
+class Increment:
+    """Which backup this is: the id its files carry, and the checkpoint it is taken against
+    (-1: none, the whole disk)."""
+
+    id: int
+    since: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, str]) -> Increment:
+        """MODE and LAST_INCREMENT_ID: FULL, or a new chain, is ``disk.<id>.0``."""
+        mode = (config.get("MODE") or "FULL").upper()
+        if mode not in ("FULL", "INCREMENT"):
+            raise BadRequest(f"BACKUP_CONFIG/MODE {config.get('MODE')!r} is neither FULL nor INCREMENT")
+        last = int_arg(config.get("LAST_INCREMENT_ID") or "-1", "BACKUP_CONFIG/LAST_INCREMENT_ID")
+        if last < -1:
+            raise BadRequest(f"BACKUP_CONFIG/LAST_INCREMENT_ID {last} is below -1")
+        return cls(last + 1, last) if mode == "INCREMENT" and last >= 0 else cls(0, -1)
+
+    @property
+    def keep(self) -> list[int]:
+        """The checkpoints a successful prebackup leaves: this one and the one it is taken against."""
+        return [self.since, self.id] if self.since >= 0 else [self.id]
+
+
+@dataclass(frozen=True)
+class BackupDisk:
+    """A disk to back up: its id, its Vitastor image and the cluster it is in."""
+
+    id: int
+    name: str
+    settings: VitastorSettings
+
+
 def _disk_ids(ids: str) -> list[int]:
     """``0:1`` (6.8 adds a trailing colon)."""
     return [int_arg(part, "disk id") for part in ids.split(":") if part]
+
+
+def _is_vitastor(disk: Disk) -> bool:
+    """An image disk of a Vitastor datastore, or a volatile disk (it lives in the system
+    datastore, which is Vitastor's since oned called this driver)."""
+    return disk.attrs.get("TM_MAD") == "vitastor" or (not disk.source and disk.volatile)
+
+
+def _backup_disks(vm: VM, ids: str) -> list[BackupDisk]:
+    """The listed disks, all checked before anything is done."""
+    disks = [vm.disk(disk_id) for disk_id in _disk_ids(ids)]
+    others = [str(d.id) for d in disks if not _is_vitastor(d)]
+    if others:
+        raise BadRequest(f"VM {vm.id}: disk(s) {', '.join(others)} are not on Vitastor; onevita backs up "
+                         "Vitastor disks only")
+    result = []
+    for disk in disks:
+        ds_id = disk.datastore_id if disk.source else vm.system_ds_id
+        if ds_id is None:
+            raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
+        settings = datastore(ds_id).vitastor()
+        result.append(BackupDisk(disk.id, disk_name(vm.id, disk, settings), settings))
+    return result
+
+
+def _by_cluster(disks: list[BackupDisk]) -> dict[str | None, list[BackupDisk]]:
+    """Disks grouped by vitastor.conf: one etcd transaction can only span one cluster."""
+    groups: dict[str | None, list[BackupDisk]] = {}
+    for disk in disks:
+        groups.setdefault(disk.settings.conf, []).append(disk)
+    return groups
 
 
 def _stage(vm_dir: str, vm_id: int) -> str:
@@ -63,49 +139,92 @@ def _job_host(host: str, config: dict[str, str]) -> str:
     return check_host(config.get("LAST_BRIDGE") or host)
 
 
-def _increment_id(config: dict[str, str]) -> int:
-    """The id this backup's files carry: 0 for a full backup and a new chain."""
-    last = int_arg(config.get("LAST_INCREMENT_ID", "-1") or "-1", "LAST_INCREMENT_ID")
-    if config.get("MODE", "FULL").upper() == "INCREMENT" and last >= 0:
-        raise OnevitaError("incremental backups of Vitastor disks are not implemented yet: "
-                           "set the VM's BACKUP_CONFIG MODE to FULL (or reset the chain)")
-    return 0
+@contextmanager
+def _quiesced(host: str, deploy_id: str, mode: str) -> Iterator[None]:
+    """FS_FREEZE around the checkpoints of a running VM: AGENT freezes the guest's file
+    systems through its agent, SUSPEND pauses the VM; either is undone however the block ends."""
+    if mode == "AGENT":
+        frozen = run_job(host, "fsfreeze", deploy_id=deploy_id)
+        try:
+            yield
+        finally:
+            if frozen:
+                run_job(host, "fsthaw", deploy_id=deploy_id)
+    elif mode == "SUSPEND":
+        run_job(host, "suspend", deploy_id=deploy_id)
+        try:
+            yield
+        finally:
+            run_job(host, "resume", deploy_id=deploy_id)
+    else:
+        yield
 
 
-def prebackup(location: str, ids: str, deploy_id: str, job_id: str, vm_id: str, ds_id: str) -> None:
-    """Stage ``vm.xml`` and ``disk.<id>.0`` (qcow2) of every listed disk, all of them Vitastor's."""
+def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) -> None:
     host, vm_dir = split_location(location)
     text, root = _vm_document()
     vm = parse_vm(root)
     if vm.id != int_arg(vm_id, "VMID"):
         raise BadRequest(f"VM document is for VM {vm.id}, not {vm_id}")
     config = _backup_config(root)
-    increment = _increment_id(config)
-    disks = [vm.disk(disk_id) for disk_id in _disk_ids(ids)]
-    others = [str(d.id) for d in disks if d.attrs.get("TM_MAD") != "vitastor"]
-    if others:
-        raise BadRequest(f"VM {vm.id}: disk(s) {', '.join(others)} are not on Vitastor; onevita backs up "
-                         "Vitastor disks only")
-    stage, job_host = _stage(vm_dir, vm.id), _job_host(host, config)
-    run_job(job_host, "backup_stage", stage=stage, vm_xml=text)
+    increment = Increment.from_config(config)
+    freeze = (config.get("FS_FREEZE") or "NONE").upper()
+    if freeze not in FS_FREEZE_MODES:
+        raise BadRequest(f"BACKUP_CONFIG/FS_FREEZE {config.get('FS_FREEZE')!r} is not one of "
+                         f"{', '.join(FS_FREEZE_MODES)}")
+    if live:
+        check_deploy_id(deploy_id)
+    disks = _backup_disks(vm, ids)
+    stage, target = _stage(vm_dir, vm.id), _job_host(host, config)
+    groups = _by_cluster(disks)
+    run_job(target, "backup_stage", stage=stage, vm_xml=text)
+    taken = False
     try:
+        with _quiesced(host, deploy_id, freeze if live else "NONE"):
+            for conf, group in groups.items():
+                run_job(job_host(group[0].settings, host), "backup_checkpoint", conf=conf,
+                        names=[d.name for d in group], increment_id=increment.id)
+                taken = True
+        for conf, group in groups.items():
+            run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
+                    names=[d.name for d in group], keep=increment.keep)
         for disk in disks:
-            ds_of_disk = vm.system_ds_id if not disk.source else disk.datastore_id
-            if ds_of_disk is None:
-                raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
-            settings = datastore(ds_of_disk).vitastor()
-            run_job(job_host, "backup_disk", conf=settings.conf, name=disk_name(vm.id, disk, settings),
-                    stage=stage, disk_id=disk.id, increment_id=increment)
+            run_job(target, "backup_disk", conf=disk.settings.conf, name=disk.name, stage=stage,
+                    disk_id=disk.id, increment_id=increment.id, since=increment.since)
     except BaseException:
-        run_job(job_host, "backup_clean", stage=stage)
+        _undo(target, stage, host, groups, increment if taken else None)
         raise
+
+
+def _undo(target: str, stage: str, host: str, groups: dict[str | None, list[BackupDisk]],
+          increment: Increment | None) -> None:
+    """After a failure: the staging directory goes, and the new checkpoints (the one the
+    backup is taken against stays for the retry). Errors here are logged: the failure that
+    brought us here is the one oned must see."""
+    try:
+        run_job(target, "backup_clean", stage=stage)
+        if increment is not None:
+            keep = [increment.since] if increment.since >= 0 else []
+            for conf, group in groups.items():
+                run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
+                        names=[d.name for d in group], keep=keep)
+    except OnevitaError as e:
+        log.error(f"cleaning up after the failed backup: {e}")
+
+
+def prebackup(location: str, ids: str, deploy_id: str, job_id: str, vm_id: str, ds_id: str) -> None:
+    """A powered-off VM's disks: ``vm.xml`` and one qcow2 per disk in the staging directory."""
+    _backup(location, ids, deploy_id, vm_id, live=False)
+
+
+def prebackup_live(location: str, ids: str, deploy_id: str, job_id: str, vm_id: str, ds_id: str) -> None:
+    """A running VM's disks, checkpointed inside BACKUP_CONFIG/FS_FREEZE's freeze or suspend."""
+    _backup(location, ids, deploy_id, vm_id, live=True)
 
 
 def postbackup(location: str, ids: str, deploy_id: str, job_id: str, vm_id: str, ds_id: str) -> int:
     """Remove the staging directory; always a success, since a failure here would fail a backup
-    the datastore has already stored (contract §1)."""
-    from .. import log
-
+    the datastore has already stored (contract §1). The checkpoints stay for the next one."""
     try:
         host, vm_dir = split_location(location)
         config = _backup_config(_vm_document()[1])
@@ -114,3 +233,5 @@ def postbackup(location: str, ids: str, deploy_id: str, job_id: str, vm_id: str,
         log.warn(f"backup staging directory not removed: {e}")
     return 0
 
+
+postbackup_live = postbackup

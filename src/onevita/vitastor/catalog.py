@@ -307,40 +307,53 @@ class Catalog:
     def snapshot(self, name: str, snap: str) -> Inode:
         """``vitastor-cli snap-create NAME@SNAP``: the data stays in the old inode, renamed
         ``NAME@SNAP`` and made readonly; NAME becomes a new empty child. Returns the snapshot."""
-        snap_name = f"{name}@{snap}"
+        return self.snapshot_many([(name, snap)])[0]
+
+    def snapshot_many(self, pairs: list[tuple[str, str]]) -> list[Inode]:
+        """Snapshot every ``(NAME, SNAP)`` as ``snapshot`` does, all in ONE etcd transaction:
+        every image's snapshot holds the same instant (a VM's disks, consistent with each
+        other), and either all are taken or none. Returns the snapshots in order."""
         for _ in range(RETRIES):
-            if self.find(snap_name) is not None:
-                raise ImageExists(f"Vitastor snapshot {snap_name} already exists")
-            head = self.get(name)
-            pool_id = head.pool_id
-            maxid_kv = self.etcd.get(self._maxid_key(pool_id))
-            index_kv = self.etcd.get(self._index_key(name))
-            new_id = self._next_id(pool_id, int(maxid_kv.value) if maxid_kv else 0)
-            new_head = Inode(pool_id=pool_id, id=new_id, name=name, size=head.size, parent_id=head.id)
-            snapshot = replace(head, name=snap_name, readonly=True, meta=None)
-            old_key, new_key = self._inode_key(pool_id, head.id), self._inode_key(pool_id, new_id)
-            result = self.etcd.txn(
-                compare=[cmp_version(new_key, 0), cmp_version(self._index_key(snap_name), 0),
-                         cmp_mod(self._maxid_key(pool_id), maxid_kv.mod_revision if maxid_kv else 0),
-                         cmp_mod(old_key, head.mod_revision),
-                         cmp_mod(self._index_key(name), index_kv.mod_revision if index_kv else 0)],
-                success=[op_put(new_key, dump_json11(new_head.config())),
-                         op_put(self._index_key(name), dump_json11({"id": new_id, "pool_id": pool_id})),
-                         op_put(self._maxid_key(pool_id), str(new_id)),
-                         op_put(old_key, dump_json11(snapshot.config())),
-                         op_put(self._index_key(snap_name),
-                                dump_json11({"id": head.id, "pool_id": pool_id}))],
-                failure=[op_range(self._index_key(snap_name))],
-            )
+            for name, snap in pairs:
+                if self.find(f"{name}@{snap}") is not None:
+                    raise ImageExists(f"Vitastor snapshot {name}@{snap} already exists")
+            heads = [self.get(name) for name, _ in pairs]
+            maxid_kvs = {h.pool_id: self.etcd.get(self._maxid_key(h.pool_id)) for h in heads}
+            next_ids = {pool: self._next_id(pool, int(kv.value) if kv else 0)
+                        for pool, kv in maxid_kvs.items()}
+            compare = [cmp_mod(self._maxid_key(pool), kv.mod_revision if kv else 0)
+                       for pool, kv in maxid_kvs.items()]
+            success, failure, made = [], [], []
+            for (name, snap), head in zip(pairs, heads):
+                snap_name, pool_id, new_id = f"{name}@{snap}", head.pool_id, next_ids[head.pool_id]
+                next_ids[pool_id] += 1
+                index_kv = self.etcd.get(self._index_key(name))
+                new_head = Inode(pool_id=pool_id, id=new_id, name=name, size=head.size, parent_id=head.id)
+                snapshot = replace(head, name=snap_name, readonly=True, meta=None)
+                old_key, new_key = self._inode_key(pool_id, head.id), self._inode_key(pool_id, new_id)
+                compare += [cmp_version(new_key, 0), cmp_version(self._index_key(snap_name), 0),
+                            cmp_mod(old_key, head.mod_revision),
+                            cmp_mod(self._index_key(name), index_kv.mod_revision if index_kv else 0)]
+                success += [op_put(new_key, dump_json11(new_head.config())),
+                            op_put(self._index_key(name), dump_json11({"id": new_id, "pool_id": pool_id})),
+                            op_put(old_key, dump_json11(snapshot.config())),
+                            op_put(self._index_key(snap_name),
+                                   dump_json11({"id": head.id, "pool_id": pool_id}))]
+                failure.append(op_range(self._index_key(snap_name)))
+                made.append((new_head, snapshot))
+            success += [op_put(self._maxid_key(pool), str(last - 1)) for pool, last in next_ids.items()]
+            result = self.etcd.txn(compare=compare, success=success, failure=failure)
             if result.succeeded:
-                self.inodes[(pool_id, new_id)] = replace(new_head, mod_revision=result.revision)
-                snapshot = replace(snapshot, mod_revision=result.revision)
-                self.inodes[(pool_id, head.id)] = snapshot
-                return snapshot
-            if result.responses and result.responses[0]:
-                raise ImageExists(f"Vitastor snapshot {snap_name} already exists")
+                for new_head, snapshot in made:
+                    for layer in (new_head, snapshot):
+                        self.inodes[(layer.pool_id, layer.id)] = replace(layer, mod_revision=result.revision)
+                return [replace(snapshot, mod_revision=result.revision) for _, snapshot in made]
+            for (name, snap), found in zip(pairs, result.responses):
+                if found:
+                    raise ImageExists(f"Vitastor snapshot {name}@{snap} already exists")
             self.load()
-        raise CompareFailed(f"could not snapshot {name}: etcd kept changing under us")
+        names = ", ".join(name for name, _ in pairs)
+        raise CompareFailed(f"could not snapshot {names}: etcd kept changing under us")
 
     def modify(self, inode: Inode, *, rename: str | None = None, size: int | None = None,
                readonly: bool | None = None) -> Inode:
@@ -430,3 +443,39 @@ class Catalog:
         free = min((free_by_osd.get(osd, 0) * reweight.get(osd, 1) * len(pgs) / count
                     for osd, count in pgs_on_osd.items()), default=0.0) * pool.data_chunks
         return PoolUsage(total=total, used=used, free=free)
+
+    # several renames at once ---------------------------------------------------------------
+    def rename_many(self, renames: dict[str, str]) -> None:
+        """Rename layers (old name → new name) in ONE conditional transaction: every rename
+        happens or none. Names may be passed around among them (``a`` → ``a.old`` and
+        ``a.new`` → ``a`` swaps an image in); a new name held by a layer not renamed here is
+        ImageExists. Retried like vitastor-cli when someone else changed one of them."""
+        for _ in range(RETRIES):
+            inodes = {old: self.get(old) for old in renames}
+            taken = [new for new in renames.values() if new not in renames and self.find(new) is not None]
+            if taken:
+                raise ImageExists(f"Vitastor image {taken[0]} already exists")
+            if len(set(renames.values())) != len(renames):
+                raise ValueError("two layers cannot take the same name")
+            indexes = self.etcd.txn([op_range(self._index_key(old)) for old in renames]).responses
+            compare, success = [], []
+            for (old, inode), found in zip(inodes.items(), indexes):
+                key = self._inode_key(inode.pool_id, inode.id)
+                compare += [cmp_mod(key, inode.mod_revision),
+                            cmp_mod(self._index_key(old), found[0].mod_revision if found else 0)]
+                success.append(op_put(key, dump_json11(replace(inode, name=renames[old]).config())))
+                if old not in renames.values():
+                    success.append(op_delete(self._index_key(old)))
+            for old, new in renames.items():
+                if new not in renames:
+                    compare.append(cmp_version(self._index_key(new), 0))
+                success.append(op_put(self._index_key(new),
+                                      dump_json11({"id": inodes[old].id, "pool_id": inodes[old].pool_id})))
+            result = self.etcd.txn(compare=compare, success=success)
+            if result.succeeded:
+                for old, inode in inodes.items():
+                    self.inodes[(inode.pool_id, inode.id)] = replace(inode, name=renames[old],
+                                                                     mod_revision=result.revision)
+                return
+            self.load()
+        raise CompareFailed(f"could not rename {', '.join(renames)}: etcd kept changing under us")

@@ -35,8 +35,8 @@ from ..errors import ClusterUnreachable, ConfigError, ImageNotFound, OnevitaErro
 from .config import VitastorConfig
 from .etcd import Etcd
 
-__all__ = ["MIN_VERSION", "copy_image", "export_to_file", "find_library", "import_fd", "import_file",
-           "library_version"]
+__all__ = ["MIN_VERSION", "copy_image", "export_extents", "export_to_file", "find_library", "import_fd",
+           "import_file", "layer_bitmap", "library_version"]
 
 MIN_VERSION = (1, 11)
 LIBRARY_ENV = "ONEVITA_LIBVITASTOR"
@@ -162,9 +162,10 @@ class _Progress:
 class _Image:
     """An open image: its C handle and what the client knows of it."""
 
-    def __init__(self, handle: Any, size: int, num: int, readonly: bool, block_size: int) -> None:
+    def __init__(self, handle: Any, size: int, num: int, readonly: bool, block_size: int,
+                 granularity: int) -> None:
         self.handle, self.size, self.num = handle, size, num
-        self.readonly, self.block_size = readonly, block_size
+        self.readonly, self.block_size, self.granularity = readonly, block_size, granularity
 
 
 class _Session:
@@ -220,7 +221,8 @@ class _Session:
         if rc < 0:
             message = self.ffi.string(err).decode(errors="replace")
             raise (ImageNotFound if rc == -errno.ENOENT else OnevitaError)(message)
-        return _Image(handle[0], int(info.size), int(info.num), bool(info.readonly), int(info.block_size))
+        return _Image(handle[0], int(info.size), int(info.num), bool(info.readonly), int(info.block_size),
+                      int(info.granularity))
 
     def copy(self, func: str, what: str, progress: bool, *args: Any) -> int:
         """Call one of the C copy loops; raise with its message on failure."""
@@ -437,6 +439,55 @@ def copy_image(conf: VitastorConfig, src: str, dst: str, *, queue_depth: int = 3
                                 queue_depth, 0 if sparse else 1)
 
     return _timed(what, progress, lambda: _run(conf, what, job))
+
+
+def layer_bitmap(conf: VitastorConfig, layers: list[str], size: int) -> tuple[int, bytes]:
+    """(granularity, bitmap): one bit per granule of [0, ``size``), LSB first, set where any of
+    ``layers`` itself (not through its parents) holds written data. Only allocation bitmaps are
+    read (OSD_OP_READ_BITMAP), never data."""
+    if not layers:
+        raise ValueError("no layers")
+    out_fd = os.memfd_create("onevita-bitmap", os.MFD_CLOEXEC)
+
+    def job(session: _Session) -> int:
+        with session.image(layers[0]) as first:
+            granularity: int = first.granularity
+        bitmap = session.ffi.new("uint8_t[]", -(-size // granularity // 8) + 8)
+        for name in layers:
+            with session.image(name) as layer:
+                err = session.ffi.new("char[]", ERR_SIZE)
+                rc = session.lib.ov_layer_bitmap(session.client, layer.handle, size, granularity, bitmap, 32,
+                                                 err, ERR_SIZE)
+                if rc < 0:
+                    raise OnevitaError(session.ffi.string(err).decode(errors="replace"))
+        data = bytes(session.ffi.buffer(bitmap, -(-size // granularity // 8)))
+        while data:
+            data = data[os.write(out_fd, data):]
+        return granularity
+
+    try:
+        granularity = _run(conf, f"reading the bitmaps of {', '.join(layers)}", job, (out_fd,))
+        with os.fdopen(os.dup(out_fd), "rb") as f:
+            f.seek(0)
+            return granularity, f.read()
+    finally:
+        os.close(out_fd)
+
+
+def export_extents(conf: VitastorConfig, image: str, extents: list[tuple[int, int]], fd: int, *,
+                   queue_depth: int = 32, progress: bool = True) -> int:
+    """Write what ``image`` reads (through its parents) in ``extents`` ((offset, length), in
+    order, 4 KiB-aligned) to the stream ``fd``, back to back. Returns the bytes written."""
+    what = f"export of the changed parts of {image}"
+    flat = [v for extent in extents for v in extent]
+
+    def job(session: _Session) -> int:
+        with session.image(image) as source:
+            array = session.ffi.new("uint64_t[]", flat or [0])
+            return session.copy("ov_copy_extents_to_fd", what, progress, source.handle, array, len(extents),
+                                fd, queue_depth)
+
+    return _timed(what, progress, lambda: _run(conf, what, job, (fd,)))
 
 
 def library_version(conf: VitastorConfig) -> str:
