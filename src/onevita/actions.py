@@ -33,7 +33,6 @@ ACTIONS = {
     "tm/mkswap": "onevita.tm.volatile:mkswap",
     "tm/cpds": "onevita.tm.saveas:cpds",
     "tm/restore": "onevita.tm.restore:restore",
-    "tm/restore": "onevita.tm.restore:restore",
     "tm/prebackup": "onevita.tm.backup:prebackup",
     "tm/postbackup": "onevita.tm.backup:postbackup",
     "tm/prebackup_live": "onevita.tm.backup:prebackup_live",

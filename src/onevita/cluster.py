@@ -52,8 +52,6 @@ JOBS = {
     "import_image": "onevita.vitastor.jobs:import_image",
     "restore_disk": "onevita.vitastor.restore_jobs:restore_disk",
     "restore_swap": "onevita.vitastor.restore_jobs:restore_swap",
-    "restore_disk": "onevita.vitastor.restore_jobs:restore_disk",
-    "restore_swap": "onevita.vitastor.restore_jobs:restore_swap",
     "make_empty": "onevita.vitastor.volatile:make_empty",
     "fsfreeze": "onevita.libvirt:fsfreeze",
     "fsthaw": "onevita.libvirt:fsthaw",
