@@ -188,9 +188,10 @@ class Chain:
             subprocess.run(["qemu-img", "rebase", "-u", "-F", "qcow2", "-b", str(prev), str(nxt)], check=True)
         return raw_of(copies[-1], work)
 
-    def check(self) -> None:
-        """Every accepted backup restores to the disks as they were then."""
-        for k, expected in enumerate(self.expected):
+    def check(self, *points: int) -> None:
+        """The accepted backups (``points``, default all) restore to the disks as they were then."""
+        for k in points or range(len(self.expected)):
+            expected = self.expected[k]
             for disk_id in self.names:
                 assert self.restore(self.files(disk_id, k)) == expected[disk_id], (k, disk_id)
 
@@ -209,6 +210,9 @@ def backup_vm_doc(cloud: Cloud, config: dict[str, str]) -> str:
                       deploy_id=f"one-{VM_ID}")
     cloud.oned.vms[VM_ID] = xml
     return xml
+
+
+FRONTEND_ONLY = pytest.mark.parametrize("cloud", ["frontend"], indirect=True)  # long chains: one mode
 
 
 @pytest.fixture()
@@ -253,6 +257,7 @@ def test_snapshot_revert_and_resize_between_increments(chain: Chain) -> None:
     chain.check()
 
 
+@FRONTEND_ONLY
 def test_a_failed_upload_is_retried_against_the_same_checkpoint(chain: Chain) -> None:
     cloud, p0 = chain.cloud, chain.names[PERSISTENT]
     chain.backup()
@@ -265,15 +270,18 @@ def test_a_failed_upload_is_retried_against_the_same_checkpoint(chain: Chain) ->
     chain.check()
 
 
+@FRONTEND_ONLY
 def test_twelve_increments_restore_in_order(chain: Chain) -> None:
+    """disk.<d>.10 and up sort before disk.<d>.2 as text: the chain must follow the numbers."""
     chain.backup()
     for k in range(12):
         chain.cloud.cluster.write(chain.names[k % 2], (k * 5 % 15) * MIB + k * 4096, os.urandom(3000 + k))
         chain.backup()
     assert len(chain.stored) == 13
-    chain.check()
+    chain.check(2, 10, 12)
 
 
+@FRONTEND_ONLY
 def test_keep_last_merges_the_oldest_increments_and_still_restores(chain: Chain) -> None:
     """rsync's increment_flatten: the oldest increments committed into one full backup."""
     chain.backup()
@@ -292,6 +300,7 @@ def test_keep_last_merges_the_oldest_increments_and_still_restores(chain: Chain)
         assert chain.restore(merged) == chain.expected[-1][disk_id]
 
 
+@FRONTEND_ONLY
 def test_a_missing_checkpoint_gives_a_whole_disk_increment(chain: Chain) -> None:
     chain.backup()
     cat = catalog(chain.cloud)
@@ -302,6 +311,7 @@ def test_a_missing_checkpoint_gives_a_whole_disk_increment(chain: Chain) -> None
     chain.check()
 
 
+@FRONTEND_ONLY
 def test_full_mode_keeps_one_checkpoint(chain: Chain) -> None:
     chain.backup(MODE="FULL")
     chain.last = -1  # oned keeps -1 in FULL mode
