@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 import pytest
 
+from onevita.names import BACKUP_CHECKPOINT
 from onevita.vitastor.catalog import Catalog, Inode
 from onevita.vitastor.etcd import b64
 from onevita.vitastor.jobs import open_catalog
@@ -65,6 +66,57 @@ def etcd_revision(cloud: Cloud) -> int:
     """The cluster etcd's current revision."""
     reply = catalog(cloud).etcd.call("kv/range", {"key": b64("\0")})
     return int(reply["header"]["revision"])
+
+
+def chain(cloud: Cloud, name: str) -> list[str]:
+    """``name`` and the layers it reads through, nearest first."""
+    cat = catalog(cloud)
+    head = cat.get(name)
+    return [head.name, *(i.name for i in cat.ancestors(head))]
+
+
+# backup checkpoints -------------------------------------------------------------------------
+def checkpoint(cloud: Cloud, name: str, increment: int) -> Inode:
+    """A backup checkpoint, taken as the backup jobs take it (``Catalog.snapshot``): the data
+    stays in the old inode, now the readonly ``name@backup-<increment>``; ``name`` a new child."""
+    return catalog(cloud).snapshot(name, f"{BACKUP_CHECKPOINT}{increment}")
+
+
+GRANULE = 4096
+# Snapshots and backup checkpoints taken in turn: (first granule, data written there, layer then
+# taken). Each layer holds different granules, and the layers under a checkpoint hold more than
+# it (8 KiB against 4 KiB), so vitastor-cli rm's "inverse" shortcut merges a checkpoint into a
+# removed snapshot under it once the statistics show that. The chain ends as
+# <base> <- @0 <- @backup-3 <- @1 <- @backup-4 <- NAME, NAME holding one granule of its own.
+INTERLEAVED: list[tuple[int, bytes, Optional[str]]] = [
+    (0, b"A" * 2 * GRANULE, "0"), (1, b"B" * GRANULE, "backup-3"), (1, b"C" * 2 * GRANULE, "1"),
+    (0, b"D" * GRANULE, "backup-4"), (2, b"E" * GRANULE, None)]
+INTERLEAVED_SPAN = 3 * GRANULE
+
+
+def interleave(cloud: Cloud, name: str, snapshot: Callable[[int], object]) -> dict[str, bytes]:
+    """Write and take the layers of INTERLEAVED on ``name``: snapshots with ``snapshot(id)``
+    (an action, or the catalog), checkpoints with ``checkpoint``. Returns what the first
+    INTERLEAVED_SPAN bytes of each layer taken, and of ``name`` at the end, read: by layer name."""
+    state = bytearray(cloud.cluster.read(name, 0, INTERLEAVED_SPAN))
+    expected = {}
+    for granule, data, layer in INTERLEAVED:
+        cloud.cluster.write(name, granule * GRANULE, data)
+        state[granule * GRANULE:granule * GRANULE + len(data)] = data
+        if layer is None:
+            continue
+        if layer.startswith(BACKUP_CHECKPOINT):
+            checkpoint(cloud, name, int(layer[len(BACKUP_CHECKPOINT):]))
+        else:
+            snapshot(int(layer))
+        expected[f"{name}@{layer}"] = bytes(state)
+    expected[name] = bytes(state)
+    return expected
+
+
+def contents(cloud: Cloud, names: Iterable[str]) -> dict[str, bytes]:
+    """The first INTERLEAVED_SPAN bytes each of ``names`` reads, by name."""
+    return {name: cloud.cluster.read(name, 0, INTERLEAVED_SPAN) for name in names}
 
 
 def disk_path(vm_id: int = 12, disk_id: int = 0, host: str = "node1") -> str:

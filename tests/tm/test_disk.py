@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -10,7 +11,17 @@ import pytest
 
 from tests.cloud import SYSTEM_DS, Cloud
 from tests.harness import documents as docs
-from tests.tm.conftest import MIB, catalog, disk_path, etcd_value, layers, make_image, parent_name
+from tests.tm.conftest import (
+    MIB,
+    catalog,
+    checkpoint,
+    disk_path,
+    etcd_value,
+    interleave,
+    layers,
+    make_image,
+    parent_name,
+)
 
 DISK0 = "node1:/var/lib/one//datastores/100/12/disk.0"
 Hosts = Callable[[], list[str]]
@@ -176,14 +187,34 @@ class TestDeleteDisk:
         cloud.ok("tm/delete", disk_path(), "12", "101")
         assert layers(cloud, name) == {}
 
+    def test_delete_clone_removes_its_backup_checkpoints_leaves_first(self, cloud: Cloud) -> None:
+        """Backup checkpoints (NAME@backup-N) go with the disk, here in a tree: INTERLEAVED's
+        snapshots and checkpoints, then a revert to 0, which leaves the checkpoints on a side
+        branch. Each layer is a leaf when it is removed, so no data is merged anywhere; the
+        image and another VM's clone of it keep their bytes."""
+        name = clone_disk(cloud, data=b"I" * 8192)
+        other = clone_disk(cloud, 13)
+        interleave(cloud, name, lambda snap_id: cloud.ok("tm/snap_create", disk_path(), str(snap_id), "12", "101"))
+        cloud.ok("tm/snap_revert", disk_path(), "0", "12", "101")
+        assert parent_name(catalog(cloud), f"{name}@backup-3") == f"{name}@0"
+        result = cloud.ok("tm/delete", disk_path(), "12", "101")
+        assert layers(cloud, name) == {}
+        removed = [m[1] for m in (re.fullmatch(r"INFO: [^ ]+: removed (.+)", line)
+                                  for line in result.stderr.splitlines()) if m]
+        assert removed == [name, f"{name}@backup-4", f"{name}@1", f"{name}@backup-3", f"{name}@0"]
+        assert set(layers(cloud, other)) == {other}
+        assert cloud.cluster.read(f"{cloud.prefix}-5", 0, 8192) == b"I" * 8192
+        assert cloud.cluster.read(other, 0, 8192) == b"I" * 8192
+
     def test_delete_volatile_disk(self, cloud: Cloud) -> None:
-        """A volatile disk is <system datastore's prefix>-sys-<vm>-<disk>; its snapshot layers go
-        too. The image datastore's prefix plays no part."""
+        """A volatile disk is <system datastore's prefix>-sys-<vm>-<disk>; its snapshot layers and
+        backup checkpoints go too. The image datastore's prefix plays no part."""
         sys_prefix = f"{cloud.prefix}s"
         set_system_prefix(cloud, sys_prefix)
         name = f"{sys_prefix}-sys-12-2"
         make_image(cloud, name, 16, b"V" * 4096)
         catalog(cloud).snapshot(name, "0")
+        checkpoint(cloud, name, 3)
         for kept in (f"{sys_prefix}-sys-12-20", f"{cloud.prefix}-sys-12-2"):
             make_image(cloud, kept)
         cloud.add_vm(12, [docs.volatile_disk(2, size_mb=16)])
@@ -193,10 +224,11 @@ class TestDeleteDisk:
         assert set(layers(cloud, f"{cloud.prefix}-sys-12-2")) == {f"{cloud.prefix}-sys-12-2"}
 
     def test_delete_keeps_a_persistent_disk(self, cloud: Cloud) -> None:
-        """CLONE=NO: the disk is the image itself, with its snapshots."""
+        """CLONE=NO: the disk is the image itself, with its snapshots and backup checkpoints."""
         src = f"{cloud.prefix}-7"
         make_image(cloud, src, 64, b"P" * 4096)
         catalog(cloud).snapshot(src, "0")
+        checkpoint(cloud, src, 3)
         cloud.add_vm(12, [docs.image_disk(1, 7, source=src, clone=False, persistent=True, size_mb=64)])
         before = cloud.own_inodes()
         result = cloud.ok("tm/delete", disk_path(disk_id=1), "12", "101")

@@ -15,10 +15,13 @@ from tests.tm.conftest import (
     MIB,
     FakeVirsh,
     catalog,
+    chain,
+    contents,
     disk_path,
     etcd_revision,
     etcd_value,
     index_at,
+    interleave,
     layers,
     make_image,
     parent_name,
@@ -306,3 +309,92 @@ class TestSnapRevert:
         assert (result.rc, result.reason) == (1, f"Vitastor image {name}@5 does not exist")
         assert cloud.own_inodes() == before
         assert read(cloud, name) == states[2]
+
+
+class TestBackupCheckpoints:
+    """Backup checkpoints (``NAME@backup-<increment>``, readonly layers the backup jobs take like
+    a snapshot) sit in the disk's chain among its snapshots: every snapshot action works around
+    them, and each keeps its name and the bytes of its backup."""
+
+    def checkpointed(self, cloud: Cloud) -> tuple[str, dict[str, bytes]]:
+        """VM 12's disk 0 (a clone of IMAGE) after INTERLEAVED, snapshots through tm/snap_create:
+        the disk's name, and the bytes each of its layers reads."""
+        name = clone_disk(cloud, IMAGE)
+        expected = interleave(cloud, name, lambda snap_id: snap(cloud, "snap_create", snap_id))
+        assert chain(cloud, name) == [name, f"{name}@backup-4", f"{name}@1", f"{name}@backup-3", f"{name}@0",
+                                      f"{cloud.prefix}-5"]
+        return name, expected
+
+    @staticmethod
+    def stats(cloud: Cloud, with_stats: bool) -> None:
+        """With statistics (simulation only), vitastor-cli rm may take its "inverse" shortcut."""
+        if with_stats:
+            cloud.cluster.stats()
+
+    def test_snapshots_around_checkpoints_leave_them_as_they_were(self, cloud: Cloud) -> None:
+        """snap_create on a disk whose head reads through checkpoints, and snap_delete of a
+        snapshot between the newest checkpoint and the head (its data goes into the head): the
+        checkpoints stay readonly under their names, each reading the disk as it was then."""
+        name, expected = self.checkpointed(cloud)
+        assert contents(cloud, expected) == expected
+        cat = catalog(cloud)
+        assert [cat.get(f"{name}@{layer}").readonly for layer in ("0", "backup-3", "1", "backup-4")] == [True] * 4
+        snap(cloud, "snap_create", 2)
+        cloud.cluster.write(name, 0, b"F" * 4096)
+        expected[name] = b"F" * 4096 + expected[name][4096:]
+        assert chain(cloud, name)[:3] == [name, f"{name}@2", f"{name}@backup-4"]
+        snap(cloud, "snap_delete", 2)
+        assert chain(cloud, name)[:2] == [name, f"{name}@backup-4"]
+        assert set(layers(cloud, name)) == set(expected)
+        assert contents(cloud, expected) == expected
+
+    @pytest.mark.parametrize("with_stats", [False, True], ids=["merge", "inverse"])
+    def test_delete_snapshots_under_and_over_checkpoints(self, cloud: Cloud, with_stats: bool) -> None:
+        """@0 (just under @backup-3), then @1 (over @backup-3, just under @backup-4): each
+        checkpoint over a removed snapshot keeps its name and bytes, whether rm merges the
+        snapshot into it or (statistics showing the snapshot holds more) merges it into the
+        snapshot's inode and gives that its name (3.0.8's "inverse" shortcut)."""
+        name, expected = self.checkpointed(cloud)
+        for snap_id, remaining in ((0, ["", "@backup-4", "@1", "@backup-3"]), (1, ["", "@backup-4", "@backup-3"])):
+            removed = catalog(cloud).get(f"{name}@{snap_id}")
+            self.stats(cloud, with_stats)
+            snap(cloud, "snap_delete", snap_id)
+            assert chain(cloud, name) == [f"{name}{layer}" for layer in remaining] + [f"{cloud.prefix}-5"]
+            del expected[f"{name}@{snap_id}"]
+            assert set(layers(cloud, name)) == set(expected)
+            assert contents(cloud, expected) == expected
+            over = catalog(cloud).get(f"{name}@backup-{snap_id + 3}")
+            assert over.readonly
+            # with statistics the inverse shortcut is taken: the checkpoint lives on in the old inode
+            assert ((over.pool_id, over.id) == (removed.pool_id, removed.id)) == with_stats
+
+    def test_revert_to_snapshots_older_than_checkpoints(self, cloud: Cloud) -> None:
+        """To @1 (under @backup-4), then to @0 (under both): the disk reads the snapshot again;
+        the newer checkpoints stay where they were, now on a side branch, and writes to the
+        reverted disk do not reach them."""
+        name, expected = self.checkpointed(cloud)
+        for snap_id in (1, 0):
+            snap(cloud, "snap_revert", snap_id)
+            cloud.cluster.write(name, 4096, b"R" * 4096)
+            snapshot = expected[f"{name}@{snap_id}"]
+            expected[name] = snapshot[:4096] + b"R" * 4096 + snapshot[8192:]
+            assert chain(cloud, name)[:2] == [name, f"{name}@{snap_id}"]
+            assert chain(cloud, f"{name}@backup-4")[:2] == [f"{name}@backup-4", f"{name}@1"]
+            assert set(layers(cloud, name)) == set(expected)
+            assert contents(cloud, expected) == expected
+
+    @pytest.mark.parametrize("with_stats", [False, True], ids=["merge", "inverse"])
+    def test_delete_a_snapshot_under_a_checkpoint_and_the_reverted_disk(self, cloud: Cloud,
+                                                                       with_stats: bool) -> None:
+        """After a revert to 0, @0 holds up both @backup-3 and the disk: removing it keeps both
+        reading what they read."""
+        name, expected = self.checkpointed(cloud)
+        snap(cloud, "snap_revert", 0)
+        cloud.cluster.write(name, 2 * 4096, b"R" * 4096)
+        expected[name] = expected[f"{name}@0"][:8192] + b"R" * 4096
+        self.stats(cloud, with_stats)
+        snap(cloud, "snap_delete", 0)
+        del expected[f"{name}@0"]
+        assert set(layers(cloud, name)) == set(expected)
+        assert contents(cloud, expected) == expected
+        assert chain(cloud, f"{name}@backup-3") == [f"{name}@backup-3", f"{cloud.prefix}-5"]
