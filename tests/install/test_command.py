@@ -118,7 +118,7 @@ class TestBashDriverUpgrade:
         tm = frontend_70.remotes / "tm/vitastor"
         tm.mkdir(parents=True)
         (tm / "clone").write_text("#!/bin/bash\n# the bash driver's clone\n")
-        (tm / "prebackup_live").write_text("#!/bin/bash\n# an action onevita does not replace yet\n")
+        (tm / "monitor_ds").write_text("#!/bin/bash\n# a script onevita has no action for\n")
         deploy = frontend_70.remotes / "vmm/kvm/deploy.vitastor"
         deploy.write_text("#!/bin/bash\n# the bash driver's deploy\n")
         original = frontend_70.files()
@@ -126,7 +126,7 @@ class TestBashDriverUpgrade:
         assert proc.returncode == 0, proc.stderr
         assert os.readlink(tm / "clone") == LAUNCHER_LINK
         assert os.readlink(deploy) == LAUNCHER_LINK
-        assert (tm / "prebackup_live").read_text().endswith("does not replace yet\n")
+        assert (tm / "monitor_ds").read_text().endswith("has no action for\n")
         assert any("the previous file kept in" in line and "tm/vitastor/clone" in line
                    for line in proc.stdout.splitlines())
         assert frontend_70.onevita("uninstall").returncode == 0
