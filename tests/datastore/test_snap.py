@@ -8,6 +8,7 @@ import pytest
 
 from tests.cloud import Cloud
 from tests.datastore.util import MIB, catalog, etcd_value, image_data, make_image, names, snapshot
+from tests.tm.conftest import INTERLEAVED_SPAN, chain, contents, interleave
 
 A, B, C = b"A" * 8192, b"B" * 4096, b"C" * 4096
 HEAD = B + C                 # what the image reads now
@@ -140,6 +141,66 @@ class TestSnapFlatten:
         run(cloud, "snap_flatten", src, 1)
         assert names(cloud) == {src}
         assert cloud.cluster.read(src, 0, 8192) == SNAP1
+
+
+@pytest.fixture()
+def checkpointed(cloud: Cloud) -> tuple[str, dict[str, bytes]]:
+    """A persistent image with snapshots and backup checkpoints in turn (INTERLEAVED: @0 <-
+    @backup-3 <- @1 <- @backup-4 <- the image), as VM disk snapshots and backups of it leave
+    it: its name, and what each of its layers reads."""
+    name = f"{cloud.prefix}-7"
+    make_image(cloud, name)
+    return name, interleave(cloud, name, lambda snap_id: snapshot(cloud, name, snap_id))
+
+
+class TestBackupCheckpoints:
+    """The image's backup checkpoints (``SOURCE@backup-<increment>``) are no snapshots of
+    OpenNebula's: the snapshot actions keep them with their names and bytes, and they go
+    where the image's data goes (rm, flatten)."""
+
+    def test_snap_delete_keeps_them(self, cloud: Cloud, checkpointed: tuple[str, dict[str, bytes]]) -> None:
+        src, expected = checkpointed
+        run(cloud, "snap_delete", src, 1)
+        del expected[f"{src}@1"]
+        assert chain(cloud, src) == [src, f"{src}@backup-4", f"{src}@backup-3", f"{src}@0"]
+        assert names(cloud) == set(expected)
+        assert contents(cloud, expected) == expected
+
+    def test_snap_revert_keeps_them(self, cloud: Cloud, checkpointed: tuple[str, dict[str, bytes]]) -> None:
+        """Reverted to @0, under both checkpoints: they stay on the branch the image left."""
+        src, expected = checkpointed
+        run(cloud, "snap_revert", src, 0)
+        expected[src] = expected[f"{src}@0"]
+        assert chain(cloud, src) == [src, f"{src}@0"]
+        assert chain(cloud, f"{src}@backup-4") == [f"{src}@backup-4", f"{src}@1", f"{src}@backup-3", f"{src}@0"]
+        assert names(cloud) == set(expected)
+        assert contents(cloud, expected) == expected
+
+    def test_snap_flatten_drops_them(self, cloud: Cloud, checkpointed: tuple[str, dict[str, bytes]]) -> None:
+        """Like every snapshot layer: the image no longer reads through them, and its next
+        backup is taken whole."""
+        src, expected = checkpointed
+        run(cloud, "snap_flatten", src, 1)
+        assert names(cloud) == {src}
+        assert cloud.cluster.read(src, 0, INTERLEAVED_SPAN) == expected[f"{src}@1"]
+        assert etcd_value(cloud, f"/index/image/{src}@backup-3") is None
+        assert etcd_value(cloud, f"/index/image/{src}@backup-4") is None
+
+    def test_rm_removes_them(self, cloud: Cloud, checkpointed: tuple[str, dict[str, bytes]]) -> None:
+        src, _ = checkpointed
+        cloud.ok("datastore/rm", "7", stdin=image_data(cloud, 7, source=src))
+        assert names(cloud) == set()
+        assert etcd_value(cloud, f"/index/image/{src}@backup-4") is None
+
+    def test_clone_copies_what_the_image_reads(self, cloud: Cloud,
+                                                checkpointed: tuple[str, dict[str, bytes]]) -> None:
+        src, expected = checkpointed
+        new = f"{cloud.prefix}-9"
+        cloud.ok("datastore/clone", "9", stdin=image_data(cloud, 9, path=src, persistent=False))
+        assert catalog(cloud).get(new).parent_id == 0
+        assert cloud.cluster.read(new, 0, INTERLEAVED_SPAN) == expected[src]
+        assert names(cloud) == {*expected, new}
+        assert contents(cloud, expected) == expected
 
 
 @pytest.mark.parametrize("action", ["snap_delete", "snap_revert", "snap_flatten"])

@@ -16,6 +16,7 @@ from tests.cloud import SYSTEM_DS, Cloud
 from tests.datastore.util import MIB, make_image, snapshot
 from tests.harness import documents as docs
 from tests.sim.cluster import DEFAULT_CAPACITY
+from tests.tm.conftest import checkpoint
 
 CAPACITY_MB = DEFAULT_CAPACITY // MIB
 # Shaped like OpenNebula's monitord.conf, comments included (they mention PORT and PUBKEY too).
@@ -177,6 +178,35 @@ def test_monitor_sends_disk_and_snapshot_sizes(cloud: Cloud, monitord: Monitord,
         13: ["DISK_SIZE=[ID=0,SIZE=4]", "DISK_SIZE=[ID=2,SIZE=0]", "SNAPSHOT_SIZE=[ID=3,DISK_ID=2,SIZE=1]"],
     }
     assert monitord.nothing_sent()  # one datagram for all VMs
+
+
+def test_backup_checkpoints_count_in_the_disk_size(cloud: Cloud, monitord: Monitord) -> None:
+    """A disk's backup checkpoints (@backup-N) are no OpenNebula snapshot: their bytes go into
+    the disk's DISK_SIZE, checkpoints under, between and over snapshots alike, and also where
+    all the disk's data is in a checkpoint."""
+    skip_unless_simulated(cloud)
+    p = cloud.prefix
+    make_image(cloud, f"{p}-5", data=b"i" * 4096)
+    # VM 12, disk 0: clone; @0 1 MiB, @backup-3 2 MiB, @1 1 MiB, @backup-4 3 MiB, the disk 512 KiB
+    disk = f"{p}-5-12-0"
+    make_image(cloud, disk, parent=f"{p}-5")
+    for offset, size, layer in ((0, 1, "0"), (4, 2, "backup-3"), (8, 1, "1"), (16, 3, "backup-4"), (24, 0.5, "")):
+        cloud.cluster.write(disk, offset * MIB, b"a" * int(size * MIB))
+        if layer.isdigit():
+            snapshot(cloud, disk, int(layer))
+        elif layer:
+            checkpoint(cloud, disk, int(layer.removeprefix("backup-")))
+    # VM 12, disk 1: volatile, its 1 MiB all in @backup-7, nothing written since
+    make_image(cloud, f"{p}-sys-12-1", data=b"c" * MIB)
+    checkpoint(cloud, f"{p}-sys-12-1", 7)
+    cloud.cluster.stats()
+    result = cloud.ok("tm/monitor", str(SYSTEM_DS), stdin=monitor_data(cloud))
+    used_mb = 8.5 + 4096 / MIB
+    assert result.stdout == (f"USED_MB={int(used_mb)}\nTOTAL_MB={CAPACITY_MB}\n"
+                             f"FREE_MB={int(CAPACITY_MB - used_mb)}\n")
+    _, vms = decode(monitord.receive())
+    assert vms == {12: ["DISK_SIZE=[ID=0,SIZE=6]", "DISK_SIZE=[ID=1,SIZE=1]",
+                        "SNAPSHOT_SIZE=[ID=0,DISK_ID=0,SIZE=1]", "SNAPSHOT_SIZE=[ID=1,DISK_ID=0,SIZE=1]"]}
 
 
 def test_vms_are_sorted_by_number(cloud: Cloud, monitord: Monitord) -> None:

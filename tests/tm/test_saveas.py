@@ -9,7 +9,7 @@ import pytest
 from tests.cloud import Cloud
 from tests.datastore.util import names
 from tests.harness import documents as docs
-from tests.tm.conftest import MIB, catalog, disk_path, make_image
+from tests.tm.conftest import MIB, catalog, chain, checkpoint, disk_path, make_image
 
 Hosts = Callable[[], list[str]]
 CHUNK = b"".join(bytes([i]) * 4096 for i in range(1, 9))  # 32 KiB of distinct granules
@@ -60,6 +60,29 @@ class TestCpds:
         assert catalog(cloud).get(new).parent_id == 0
         assert cloud.cluster.read(new, 0, 16 * MIB) == snap_bytes
         assert cloud.cluster.read(new, 0, 8192) == CHUNK[:8192]
+
+    def test_backup_checkpoints_in_the_chain_change_nothing(self, cloud: Cloud) -> None:
+        """The disk reads through backup checkpoints (taken as the backup jobs take them) and a
+        snapshot between them: the copy of the disk has what the disk reads, the copy of the
+        snapshot what the snapshot reads, and the checkpoints stay as they were."""
+        _, disk = clone_disk(cloud)
+        checkpoint(cloud, disk, 3)
+        cloud.cluster.write(disk, 0, b"S" * 4096)
+        catalog(cloud).snapshot(disk, "1")
+        cloud.cluster.write(disk, 4096, b"T" * 4096)
+        checkpoint(cloud, disk, 4)
+        cloud.cluster.write(disk, 9 * MIB, b"U" * 4096)
+        before = chain(cloud, disk)
+        assert before[:4] == [disk, f"{disk}@backup-4", f"{disk}@1", f"{disk}@backup-3"]
+        expected = {name: cloud.cluster.read(name, 0, 16 * MIB) for name in before[:4]}
+        assert len(set(expected.values())) == 4
+        whole, snap = cpds(cloud), cpds(cloud, snap="1", target=f"{cloud.prefix}-21")
+        cat = catalog(cloud)
+        assert (cat.get(whole).parent_id, cat.get(snap).parent_id) == (0, 0)
+        assert cloud.cluster.read(whole, 0, 16 * MIB) == expected[disk]
+        assert cloud.cluster.read(snap, 0, 16 * MIB) == expected[f"{disk}@1"]
+        assert chain(cloud, disk) == before
+        assert {name: cloud.cluster.read(name, 0, 16 * MIB) for name in expected} == expected
 
     def test_an_existing_smaller_image_is_grown_and_filled(self, cloud: Cloud) -> None:
         """mkfs created NEW_SOURCE empty and smaller: grown to the disk's size, then filled."""

@@ -44,7 +44,8 @@ def cp(image_id: str) -> None:
 
 def rm(image_id: str) -> None:
     """``rm IMAGE_ID``: remove the image with every ``@N`` snapshot layer (the bash driver left
-    those behind). Layers another image reads through keep their data in that image."""
+    those behind) and ``@backup-N`` backup checkpoint. Layers another image reads through keep
+    their data in that image."""
     action = read_action(image_id)
     source = action.image.source
     if not source:

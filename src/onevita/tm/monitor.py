@@ -32,7 +32,8 @@ def vm_monitor_lines(usage: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def monitor(ds_id: str) -> None:
     """Print TOTAL_MB/USED_MB/FREE_MB of the system datastore's pool; with MONITOR_VM_DISKS=1
-    also send per-VM DISK_SIZE and SNAPSHOT_SIZE to monitord."""
+    also send per-VM DISK_SIZE and SNAPSHOT_SIZE to monitord. A disk's backup checkpoints are
+    counted in its DISK_SIZE, never reported as snapshots (``vm_disk_usage``)."""
     action = read_action(ds_id)
     settings = action.settings
     usage = run_job(action.host, "pool_usage", conf=settings.conf, pool=settings.pool)

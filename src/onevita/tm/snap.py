@@ -1,4 +1,9 @@
-"""TM disk snapshot actions. A snapshot of disk NAME is the readonly layer ``NAME@<snap_id>``."""
+"""TM disk snapshot actions. A snapshot of disk NAME is the readonly layer ``NAME@<snap_id>``.
+
+Backup checkpoints (``NAME@backup-<increment>``) sit in the same chain, taken the same way; these
+actions leave them as they are: a revert leaves them on the old branch, and vitastor-cli rm
+keeps a checkpoint's name and bytes whether it merges a removed snapshot into it or (3.0.8's
+"inverse" shortcut) merges it into the removed snapshot's inode, which takes its name."""
 
 from __future__ import annotations
 
