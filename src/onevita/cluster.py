@@ -59,10 +59,9 @@ JOBS = {
     "resume": "onevita.libvirt:resume",
     "checkpoint_save": "onevita.vmm.checkpoint:save_on_host",
     "checkpoint_restore": "onevita.vmm.checkpoint:restore_on_host",
-    "backup_stage": "onevita.vitastor.backup_jobs:backup_stage",
+    "backup_write": "onevita.vitastor.backup_jobs:backup_write",
     "backup_checkpoint": "onevita.vitastor.backup_jobs:backup_checkpoint",
     "backup_prune": "onevita.vitastor.backup_jobs:backup_prune",
-    "backup_disk": "onevita.vitastor.backup_jobs:backup_disk",
     "backup_clean": "onevita.vitastor.backup_jobs:backup_clean",
 }
 LOG_PREFIXES = (b"ERROR:", b"INFO:", b"WARN:", b"DEBUG:")

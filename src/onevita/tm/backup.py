@@ -177,7 +177,6 @@ def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) 
     disks = _backup_disks(vm, ids)
     stage, target = _stage(vm_dir, vm.id), _job_host(host, config)
     groups = _by_cluster(disks)
-    run_job(target, "backup_stage", stage=stage, vm_xml=text)
     taken = False
     try:
         with _quiesced(host, deploy_id, freeze if live else "NONE"):
@@ -188,9 +187,9 @@ def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) 
         for conf, group in groups.items():
             run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
                     names=[d.name for d in group], keep=increment.keep)
-        for disk in disks:
-            run_job(target, "backup_disk", conf=disk.settings.conf, name=disk.name, stage=stage,
-                    disk_id=disk.id, increment_id=increment.id, since=increment.since)
+        staged = [{"conf": d.settings.conf, "name": d.name, "disk_id": d.id} for d in disks]
+        run_job(target, "backup_write", stage=stage, vm_xml=text, disks=staged, increment_id=increment.id,
+                since=increment.since)
     except BaseException:
         _undo(target, stage, host, groups, increment if taken else None)
         raise

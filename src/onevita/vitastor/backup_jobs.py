@@ -31,6 +31,7 @@ import shutil
 import socket
 import threading
 from itertools import takewhile
+from typing import Any
 
 from .. import log
 from ..errors import BadRequest, OnevitaError
@@ -41,7 +42,8 @@ from .catalog import Catalog, Inode
 from .config import read_config
 from .jobs import open_catalog
 
-__all__ = ["backup_checkpoint", "backup_clean", "backup_disk", "backup_prune", "backup_stage", "checkpoints"]
+__all__ = ["backup_checkpoint", "backup_clean", "backup_disk", "backup_prune", "backup_stage", "backup_write",
+           "checkpoints"]
 
 STAGE_NAME = "backup"
 CLUSTER = 65536  # the qcow2 cluster size of the files written here
@@ -112,6 +114,14 @@ def backup_stage(stage: str, vm_xml: str) -> None:
         raise OnevitaError(f"cannot prepare the backup staging directory {stage}: {e.strerror}") from e
 
 
+def backup_write(stage: str, vm_xml: str, disks: list[dict[str, Any]], increment_id: int, since: int) -> int:
+    """The whole staging directory in one job (one ssh session): ``vm.xml`` and every disk of
+    ``disks`` (``{"conf", "name", "disk_id"}``) from its checkpoint. Returns the bytes staged."""
+    backup_stage(stage, vm_xml)
+    return sum(backup_disk(d.get("conf"), str(d["name"]), stage, int(d["disk_id"]), increment_id, since)
+               for d in disks)
+
+
 def backup_disk(conf: str | None, name: str, stage: str, disk_id: int, increment_id: int,
                 since: int) -> int:
     """Checkpoint ``increment_id`` of image ``name`` into ``<stage>/disk.<disk_id>.<increment_id>``,
@@ -144,7 +154,7 @@ def _write_full(conf: str | None, source: str, target: str) -> None:
     raw = target + ".raw"
     try:
         export_to_file(read_config(conf), source, raw, progress=True)
-        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o",
+        run(["qemu-img", "convert", "-q", "-W", "-m", "16", "-f", "raw", "-O", "qcow2", "-o",
              f"compat=1.1,cluster_size={CLUSTER}", raw, target])
     finally:
         if os.path.exists(raw):
