@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -367,3 +368,24 @@ def test_bad_input_leaves_nothing(chain: Chain, config: dict[str, str], ids: str
     assert (result.rc, result.reason) == (1, reason)
     assert chain.checkpoints() == {0: [], 1: []}
     assert not chain.stage.exists()
+
+
+@pytest.fixture()
+def small_vm_dir(tmp_path: Path, location: str) -> Iterator[Path]:
+    """The VM directory on a 2 MiB file system: no room to stage a backup."""
+    path = Path(vm_dir(tmp_path))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_no_room_to_stage_leaves_no_checkpoint(chain: Chain, small_vm_dir: Path) -> None:
+    chain.cloud.cluster.write(chain.names[PERSISTENT], 0, os.urandom(4 * MIB))
+    xml = backup_vm_doc(chain.cloud, {"MODE": "FULL", "BACKUP_VOLATILE": "YES"})
+    result = chain.cloud.run("tm/prebackup", chain.location, "0:1", f"one-{VM_ID}", "-", str(VM_ID), "100",
+                             stdin=xml.encode())
+    assert result.rc == 1 and "No space left on device" in result.reason, result.stderr
+    assert chain.checkpoints() == {0: [], 1: []}
+    assert list(small_vm_dir.iterdir()) == []
