@@ -129,9 +129,9 @@ class Cloud:
             captures.record(action, stdin or b"")
         return result
 
-    def ok(self, action: str, *args: str, stdin: Optional[bytes] = None) -> Result:
+    def ok(self, action: str, *args: str, stdin: Optional[bytes] = None, remotes: Path = REMOTES) -> Result:
         """Run an action that must succeed."""
-        result = self.run(action, *args, stdin=stdin)
+        result = self.run(action, *args, stdin=stdin, remotes=remotes)
         assert result.rc == 0, f"{action} {args} failed ({result.rc}):\n{result.stderr}"
         return result
 

@@ -60,6 +60,8 @@ JOBS = {
     "checkpoint_save": "onevita.vmm.checkpoint:save_on_host",
     "checkpoint_restore": "onevita.vmm.checkpoint:restore_on_host",
     "backup_write": "onevita.vitastor.backup_jobs:backup_write",
+    "tpm_save": "onevita.vmm.vtpm:save_state",
+    "tpm_restore": "onevita.vmm.vtpm:restore_state",
     "backup_checkpoint": "onevita.vitastor.backup_jobs:backup_checkpoint",
     "backup_prune": "onevita.vitastor.backup_jobs:backup_prune",
     "backup_clean": "onevita.vitastor.backup_jobs:backup_clean",

@@ -151,3 +151,47 @@ def test_bad_requests_change_nothing(cloud: Cloud, backups: RsyncBackups, tmp_pa
                        remotes=backups.remotes)
     assert (result.rc, result.reason) == (1, "increment id must be an integer, got 'last'")
     assert state(cloud) == before
+
+
+def with_vtpm(vm_xml: str) -> str:
+    """The VM document with a vTPM (7.0+: TEMPLATE/TPM/MODEL)."""
+    return vm_xml.replace("<TEMPLATE>", "<TEMPLATE><TPM><MODEL><![CDATA[tpm-crb]]></MODEL></TPM>", 1)
+
+
+def test_backups_by_prebackup_restore_in_place_with_the_vtpm(cloud: Cloud, backups: RsyncBackups,
+                                                             tmp_path: Path) -> None:
+    """End to end with onevita's own backups: prebackup → the datastore's backup → postbackup,
+    three times (FULL, two increments), then tm/restore of the last: disks and vTPM state as
+    they were at that backup."""
+    names = names_of(cloud)
+    make_image(cloud, names[0], 8, os.urandom(MIB), 0)
+    make_image(cloud, names[1], 4, b"volatile".ljust(4096, b"V"), 0)
+    disks = [docs.image_disk(0, 7, source=names[0], clone=False, persistent=True, size_mb=8),
+             docs.volatile_disk(1, size_mb=4)]
+    tpm_file = vm_dir(tmp_path) / "tpm" / "tpm2-00.permall"
+    tpm_file.parent.mkdir(parents=True)
+    location, args = f"node1:{vm_dir(tmp_path)}", ("0:1", f"one-{VM_ID}", "-", str(VM_ID), "100")
+    at_backup: dict[str, bytes] = {}
+    for k in range(3):
+        cloud.cluster.write(names[k % 2], k * MIB + 5, os.urandom(20_000 + k))
+        tpm_file.write_bytes(f"vtpm state {k}".encode())
+        vm_xml = with_vtpm(docs.vm_xml(VM_ID, disks=disks, state=8, lcm_state=70, deploy_id=f"one-{VM_ID}",
+                                       backup_config={"MODE": "INCREMENT", "LAST_INCREMENT_ID": str(k - 1),
+                                                      "BACKUP_VOLATILE": "YES"}))
+        cloud.oned.vms[VM_ID] = vm_xml
+        cloud.ok("tm/prebackup", location, *args, stdin=vm_xml.encode(), remotes=backups.remotes)
+        assert (vm_dir(tmp_path) / "backup" / "disk.tpm.0").exists()
+        backup_id, size_mb = backups.ship(location, VM_ID, vm_xml, "0:1")
+        backups.record(BACKUP_IMAGE, VM_ID, backup_id, size_mb, full=k == 0)
+        cloud.ok("tm/postbackup", location, *args, stdin=vm_xml.encode(), remotes=backups.remotes)
+        at_backup = {name: cloud.cluster.read(name, 0, SIZES[d]) for d, name in names.items()}
+    for name in names.values():
+        cloud.cluster.write(name, 0, os.urandom(8192))
+    tpm_file.write_bytes(b"changed since")
+    cloud.oned.vms[VM_ID] = with_vtpm(docs.vm_xml(VM_ID, disks=disks, state=8, lcm_state=LCM_RESTORE,
+                                                  deploy_id=f"one-{VM_ID}"))
+    result = restore(cloud, backups, tmp_path)
+    assert (result.rc, result.reason) == (0, ""), result.stderr
+    assert {name: cloud.cluster.read(name, 0, SIZES[d]) for d, name in names.items()} == at_backup
+    assert set(heads(cloud)) == set(names.values())  # the checkpoints went with the old heads
+    assert tpm_file.read_bytes() == b"vtpm state 2"

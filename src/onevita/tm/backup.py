@@ -12,8 +12,9 @@ land on that machine.
 prebackup: every listed disk is checked to be Vitastor's first; then the checkpoint layers of
 all of them are taken in one etcd transaction per cluster (live: inside FS_FREEZE's freeze or
 suspend, always undone), older checkpoints are pruned, and each disk is written from its
-checkpoint: ``disk.<id>.0`` whole for a FULL backup or a new chain (LAST_INCREMENT_ID -1),
-else ``disk.<id>.<LAST_INCREMENT_ID+1>`` with what changed since checkpoint LAST_INCREMENT_ID.
+checkpoint (with a vTPM, its state too, as ``disk.tpm.0``: 7.0+): ``disk.<id>.0`` whole for a
+FULL backup or a new chain (LAST_INCREMENT_ID -1), else ``disk.<id>.<LAST_INCREMENT_ID+1>``
+with what changed since checkpoint LAST_INCREMENT_ID.
 That checkpoint is kept until a later prebackup names a newer one as the last: oned advances
 LAST_INCREMENT_ID only when the datastore stored the backup, so a failed upload is retried
 against the same checkpoint. A failure removes the staging directory and the new checkpoints.
@@ -122,6 +123,11 @@ def _backup_disks(vm: VM, ids: str) -> list[BackupDisk]:
     return result
 
 
+def _has_vtpm(vm: etree._Element) -> bool:
+    """A vTPM (7.0+): its state goes along as ``disk.tpm.0``, taken on the VM's host."""
+    return bool((vm.findtext("TEMPLATE/TPM/MODEL") or "").strip())
+
+
 def _by_cluster(disks: list[BackupDisk]) -> dict[str | None, list[BackupDisk]]:
     """Disks grouped by vitastor.conf: one etcd transaction can only span one cluster."""
     groups: dict[str | None, list[BackupDisk]] = {}
@@ -187,9 +193,10 @@ def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) 
         for conf, group in groups.items():
             run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
                     names=[d.name for d in group], keep=increment.keep)
+        tpm = run_job(host, "tpm_save", deploy_id=deploy_id, vm_dir=vm_dir) if _has_vtpm(root) else None
         staged = [{"conf": d.settings.conf, "name": d.name, "disk_id": d.id} for d in disks]
         run_job(target, "backup_write", stage=stage, vm_xml=text, disks=staged, increment_id=increment.id,
-                since=increment.since)
+                since=increment.since, tpm=tpm)
     except BaseException:
         _undo(target, stage, host, groups, increment if taken else None)
         raise

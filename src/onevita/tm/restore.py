@@ -10,8 +10,10 @@ front-end, streaming it to the job that writes it into a new image ``NAME.restor
 front-end with VITASTOR_ON_FRONTEND, else a BRIDGE_LIST host, else the VM's host; the qcow2 is
 staged in STAGING_DIR there and its raw bytes go in through qemu-nbd). Then one etcd
 transaction per cluster swaps all restored disks in, and the replaced layers (the old heads,
-their snapshots and backup checkpoints) are removed. A failure before the swap removes the new
-images and leaves the disks as they were; a retry after a failure after it finishes the removal.
+their snapshots and backup checkpoints) are removed; a backup's vTPM state (``tpm``, listed
+only when disk 0 is restored) replaces ``<vm_dir>/tpm`` on the VM's host last. A failure before
+the swap removes the new images and leaves the disks as they were; a retry after a failure
+after it finishes the removal.
 """
 
 from __future__ import annotations
@@ -95,12 +97,50 @@ def _target(vm: VM, host: str, disk_id: int, url: str) -> _Target:
                    staging_dir=staging, url=url)
 
 
+def _last_backup_only(url: str) -> str:
+    """``<scheme>://<ds>/<bj>/<id>:<dir>,…/…/<dir>/disk.tpm.0`` cut to the chain's last
+    element, the path to that element's directory. OpenNebula's ls gives the vTPM file the whole
+    chain's URL and the path of the directory it listed (the FULL one when asked for the last
+    increment), and its downloaders would rebase ``disk.tpm.<id>`` files that no increment has
+    (7.0.2); the last backup's own ``disk.tpm.0``, alone in the chain, is sent as it is."""
+    scheme, sep, rest = url.partition("://")
+    parts = rest.split("/", 3)
+    if len(parts) < 4 or ":" not in parts[2]:
+        return url
+    chain = [element.split(":", 1) for element in parts[2].split(",")]
+    dirs = {directory for _, directory in chain}
+    path = parts[3].split("/")
+    if len(path) >= 2 and path[-2] in dirs:
+        path[-2] = chain[-1][1]
+    parts[2], parts[3] = ":".join(chain[-1]), "/".join(path)
+    return scheme + sep + "/".join(parts)
+
+
+def _download_tpm(url: str) -> str:
+    """The backup's ``disk.tpm.0`` (a small gzip tar), base64 for the host job that unpacks it."""
+    import base64
+
+    from ..datastore.source import open_source
+    from ..vmm.vtpm import MAX_STATE
+
+    with open_source(_last_backup_only(url)) as source:
+        data = source.read(MAX_STATE + 1)
+        while len(data) <= MAX_STATE:
+            chunk = source.read(MAX_STATE + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    if len(data) > MAX_STATE:
+        raise OnevitaError(f"the vTPM state at {url} is larger than {MAX_STATE >> 20} MiB")
+    return base64.b64encode(data).decode()
+
+
 def restore(location: str, vm_id: str, image_id: str, increment_id: str, disk_id: str) -> None:
     """Restore the VM's disks from increment ``increment_id`` (-1: the last) of the backup
     image ``image_id``, disk ``disk_id`` only or all of them (-1)."""
     from ..datastore.source import open_source
 
-    host, _vm_dir = split_location(location)
+    host, vm_dir = split_location(location)
     check_host(host)
     vm_num, image_num = int_arg(vm_id, "VMID"), int_arg(image_id, "backup image id")
     increment, only = int_arg(increment_id, "increment id"), int_arg(disk_id, "disk id")
@@ -113,8 +153,8 @@ def restore(location: str, vm_id: str, image_id: str, increment_id: str, disk_id
     ds_xml = oned().datastore_info(image.datastore_id)
     backup_ds = parse_datastore(ds_xml)
     urls = _selected(_list_backup(ds_xml, vm_xml, image_xml, backup_ds.ds_mad, increment), only)
-    if urls.pop("tpm", None) is not None:
-        log.warn(f"VM {vm.id}: the backup holds a vTPM state, which onevita does not restore yet")
+    tpm_url = urls.pop("tpm", None)
+    tpm = _download_tpm(tpm_url) if tpm_url else None
     if not urls:
         which = "any disk" if only == -1 else f"disk {only}"
         raise OnevitaError(f"backup image {image_num} has no {which} of VM {vm.id}")
@@ -138,5 +178,7 @@ def restore(location: str, vm_id: str, image_id: str, increment_id: str, disk_id
         clusters.setdefault(target.settings.conf, []).append(target)
     for conf, group in clusters.items():  # one transaction per cluster: all its disks, or none
         run_job(group[0].host, "restore_swap", conf=conf, names=[t.name for t in group])
+    if tpm is not None:
+        run_job(host, "tpm_restore", vm_dir=vm_dir, state=tpm)
     log.info(f"restored disk(s) {', '.join(str(t.disk.id) for t in targets)} of VM {vm.id} from backup "
              f"image {image_num}" + (f" increment {increment}" if increment >= 0 else ""))

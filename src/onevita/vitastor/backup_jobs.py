@@ -114,10 +114,15 @@ def backup_stage(stage: str, vm_xml: str) -> None:
         raise OnevitaError(f"cannot prepare the backup staging directory {stage}: {e.strerror}") from e
 
 
-def backup_write(stage: str, vm_xml: str, disks: list[dict[str, Any]], increment_id: int, since: int) -> int:
-    """The whole staging directory in one job (one ssh session): ``vm.xml`` and every disk of
-    ``disks`` (``{"conf", "name", "disk_id"}``) from its checkpoint. Returns the bytes staged."""
+def backup_write(stage: str, vm_xml: str, disks: list[dict[str, Any]], increment_id: int, since: int,
+                 tpm: str | None = None) -> int:
+    """The whole staging directory in one job (one ssh session): ``vm.xml``, ``disk.tpm.0``
+    (``tpm``, base64, when the VM has a vTPM) and every disk of ``disks`` (``{"conf", "name",
+    "disk_id"}``) from its checkpoint. Returns the bytes staged."""
     backup_stage(stage, vm_xml)
+    if tpm:
+        with open(os.path.join(_stage_path(stage), "disk.tpm.0"), "wb") as f:
+            f.write(base64.b64decode(tpm))
     return sum(backup_disk(d.get("conf"), str(d["name"]), stage, int(d["disk_id"]), increment_id, since)
                for d in disks)
 
