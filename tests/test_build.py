@@ -26,6 +26,21 @@ class TestCommandTable:
         assert set(links.values()) == {"../../onevita/onevita"}
 
 
+    def test_every_action_oned_calls_is_linked(self, built: Path) -> None:
+        """The driver contract's tables (opennebula-driver-contract.md §1, §2, §4): every action
+        oned runs for an image datastore, a system or image TM and the kvm overrides."""
+        expected = {
+            "datastore": "cp clone mkfs rm stat monitor snap_delete snap_revert snap_flatten export",
+            "tm": "clone ln mkimage mkswap context delete mv mvds cpds premigrate postmigrate failmigrate resize "
+                  "snap_create snap_create_live snap_delete snap_revert monitor prebackup prebackup_live "
+                  "postbackup postbackup_live restore",
+            "vmm": "deploy.vitastor attach_disk.vitastor save.vitastor restore.vitastor",
+        }
+        for family, actions in expected.items():
+            for action in actions.split():
+                assert os.readlink(built / DRIVER_DIRS[family] / action) == "../../onevita/onevita", action
+
+
 class TestRemotesTree:
     def test_rsync_L_copy_holds_the_zipapp_once(self, built: Path, tmp_path: Path) -> None:
         """OpenNebula syncs remotes with rsync -L; the copy must stay under 1.2x the zipapp."""
