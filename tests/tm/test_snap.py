@@ -371,7 +371,8 @@ class TestBackupCheckpoints:
     def test_revert_to_snapshots_older_than_checkpoints(self, cloud: Cloud) -> None:
         """To @1 (under @backup-4), then to @0 (under both): the disk reads the snapshot again;
         the newer checkpoints stay where they were, now on a side branch, and writes to the
-        reverted disk do not reach them."""
+        reverted disk do not reach them. Then @0, holding up both @backup-3 and the disk, is
+        removed: rm merges it into both, and both read what they read."""
         name, expected = self.checkpointed(cloud)
         for snap_id in (1, 0):
             snap(cloud, "snap_revert", snap_id)
@@ -382,19 +383,27 @@ class TestBackupCheckpoints:
             assert chain(cloud, f"{name}@backup-4")[:2] == [f"{name}@backup-4", f"{name}@1"]
             assert set(layers(cloud, name)) == set(expected)
             assert contents(cloud, expected) == expected
-
-    @pytest.mark.parametrize("with_stats", [False, True], ids=["merge", "inverse"])
-    def test_delete_a_snapshot_under_a_checkpoint_and_the_reverted_disk(self, cloud: Cloud,
-                                                                       with_stats: bool) -> None:
-        """After a revert to 0, @0 holds up both @backup-3 and the disk: removing it keeps both
-        reading what they read."""
-        name, expected = self.checkpointed(cloud)
-        snap(cloud, "snap_revert", 0)
-        cloud.cluster.write(name, 2 * 4096, b"R" * 4096)
-        expected[name] = expected[f"{name}@0"][:8192] + b"R" * 4096
-        self.stats(cloud, with_stats)
         snap(cloud, "snap_delete", 0)
         del expected[f"{name}@0"]
         assert set(layers(cloud, name)) == set(expected)
         assert contents(cloud, expected) == expected
         assert chain(cloud, f"{name}@backup-3") == [f"{name}@backup-3", f"{cloud.prefix}-5"]
+
+    def test_inverse_delete_of_a_snapshot_under_a_checkpoint_and_the_reverted_disk(self, cloud: Cloud) -> None:
+        """After a revert to 0, @0 holds up both @backup-3 and the disk; the statistics show @0
+        holds more than @backup-3, so rm merges the checkpoint into @0's inode, which takes its
+        name, and merges @0 into the disk: both read what they read."""
+        name, expected = self.checkpointed(cloud)
+        snap(cloud, "snap_revert", 0)
+        cloud.cluster.write(name, 2 * 4096, b"R" * 4096)
+        expected[name] = expected[f"{name}@0"][:8192] + b"R" * 4096
+        removed = catalog(cloud).get(f"{name}@0")
+        cloud.cluster.stats()
+        snap(cloud, "snap_delete", 0)
+        del expected[f"{name}@0"]
+        assert set(layers(cloud, name)) == set(expected)
+        assert contents(cloud, expected) == expected
+        cat = catalog(cloud)
+        assert (cat.get(f"{name}@backup-3").id, cat.get(f"{name}@backup-3").readonly) == (removed.id, True)
+        assert chain(cloud, f"{name}@backup-3") == [f"{name}@backup-3", f"{cloud.prefix}-5"]
+        assert chain(cloud, name) == [name, f"{cloud.prefix}-5"]
