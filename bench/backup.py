@@ -10,10 +10,14 @@ bench.throughput) is the persistent disk of a powered-off VM. Each round, one af
   (front-end mode; the staging directory on the VM's host over ssh): checkpoint, whole-disk
   ``disk.0.0`` as qcow2; then ``tm/postbackup``;
 * 1 % of the disk rewritten (40 scattered writes), then ``tm/prebackup`` of the increment
-  (``disk.0.1`` from the layer bitmaps) and ``tm/postbackup``.
+  (``disk.0.1`` from the layer bitmaps) and ``tm/postbackup``;
+* the host job's disk work alone, in this process, from the two checkpoints those left: the
+  whole disk (``backup_disk`` of checkpoint 0) and the increment (checkpoint 1 since 0).
 
 Printed: medians, the full backup's speed as a fraction of the raw export's (goal >= 0.5) and
-the increment's time as a fraction of the full backup's (goal <= 0.10). With
+the increment's time as a fraction of the full backup's (goal <= 0.10), through the action
+(what oned waits for, with an action's start and one ssh session to the VM's host) and for the
+disk work alone. With
 ONEVITA_TEST_VITASTOR_CONF / ONEVITA_TEST_VITASTOR_CLI it runs on that real cluster.
 """
 
@@ -26,11 +30,13 @@ import statistics
 import sys
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 from bench.throughput import make_file, timed
 from demo import REAL_CONF, REAL_POOL, World, cluster_env
 from onevita.vitastor import client
+from onevita.vitastor.backup_jobs import backup_disk
 from tests.cloud import Cloud
 from tests.harness import documents as docs
 from tests.sim.cluster import SimCluster
@@ -100,6 +106,13 @@ def main() -> int:
                     offset = (k * 7919 % (size // MIB - 1)) * MIB + k * 4096
                     cluster.write(name, offset, os.urandom(size // 100 // WRITES))
                 samples.setdefault("1% increment (prebackup)", []).append(backup(cloud, location, size, 0))
+                stage = tmp / "job" / "backup"
+                for label, increment_id, since in (("full, disk work alone", 0, -1),
+                                                   ("increment, disk work alone", 1, 0)):
+                    stage.mkdir(parents=True, exist_ok=True)
+                    samples.setdefault(label, []).append(timed(
+                        partial(backup_disk, cluster.config.path, name, str(stage), 0, increment_id, since)))
+                    shutil.rmtree(stage)
                 cluster.remove_images(prefix)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     finally:
@@ -114,6 +127,8 @@ def main() -> int:
         print(f"{label:<28}{seconds:>8.2f} s{args.size_mib / seconds:>8.0f} MiB/s of disk")
     print(f"full backup speed / raw export speed: {raw / full:.2f} (goal >= 0.5)")
     print(f"increment time / full backup time:    {inc / full:.3f} (goal <= 0.10)")
+    work_full, work_inc = medians["full, disk work alone"], medians["increment, disk work alone"]
+    print(f"the same for the disk work alone:     {raw / work_full:.2f} and {work_inc / work_full:.3f}")
     return 0
 
 

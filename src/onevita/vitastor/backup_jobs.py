@@ -31,7 +31,7 @@ import shutil
 import socket
 import threading
 from itertools import takewhile
-from typing import Any
+from typing import Any, BinaryIO
 
 from .. import log
 from ..errors import BadRequest, OnevitaError
@@ -203,44 +203,44 @@ def _write_increment(conf: str | None, name: str, source: str, since: int, targe
     ``name``, into a new qcow2 of the disk's size through qemu-nbd. Without the older
     checkpoint (flattened away, removed by hand) every cluster is written: a longer increment,
     but the chain stays whole."""
-    from .client import layer_bitmap
-
     catalog = open_catalog(conf)
     new = catalog.get(check_image(source))
     old = catalog.find(backup_checkpoint_name(name, since))
     layers = changed_layers(catalog, old, new) if old is not None else None
     if layers is None:
         log.warn(f"no backup checkpoint {since} of {name}: this increment holds the whole disk")
-        extents = [(0, new.size)]
-    elif not layers:
-        extents = []
-    else:
-        granularity, bitmap = layer_bitmap(read_config(conf), [i.name for i in layers], new.size)
-        extents = clusters(bitmap, granularity, new.size)
-    changed = sum(length for _, length in extents)
-    log.info(f"increment of {name} since checkpoint {since}: {len(extents)} extents, {changed >> 20} MiB")
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"compat=1.1,cluster_size={CLUSTER}", target,
          str(new.size)])
-    if extents:
-        _fill(conf, source, extents, target)
+    _fill(conf, source, None if layers is None else [i.name for i in layers], target,
+          f"increment of {name} since checkpoint {since}")
 
 
-def _fill(conf: str | None, source: str, extents: list[tuple[int, int]], target: str) -> None:
-    """``extents`` of ``source`` into the qcow2 ``target``: the C client streams them into a
-    socket in order, a thread here writes each cluster through qemu-nbd, zeros as zero clusters."""
+def _read_exactly(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) < n:
+        raise OnevitaError("the changed data ended early")
+    return data
+
+
+def _fill(conf: str | None, source: str, layers: list[str] | None, target: str, what: str) -> None:
+    """What ``layers`` changed in ``source`` into the qcow2 ``target``: the C client streams the
+    extents and their data into a socket (export_changes), a thread here writes each cluster
+    through qemu-nbd, zeros as zero clusters."""
     from ..qemu_nbd import served
-    from .client import export_extents
+    from .client import COUNT, EXTENT, export_changes
 
     errors: list[BaseException] = []
 
     def writer(sock: socket.socket) -> None:
         try:
             with served(target, "qcow2", readonly=False) as nbd, sock.makefile("rb") as stream:
+                count = COUNT.unpack(_read_exactly(stream, COUNT.size))[0]
+                extents = [EXTENT.unpack(_read_exactly(stream, EXTENT.size)) for _ in range(count)]
+                changed = sum(length for _, length in extents)
+                log.info(f"{what}: {len(extents)} extents, {changed >> 20} MiB")
                 for offset, length in extents:
                     for pos in range(offset, offset + length, CLUSTER):
-                        chunk = stream.read(min(CLUSTER, offset + length - pos))
-                        if len(chunk) < min(CLUSTER, offset + length - pos):
-                            raise OnevitaError("the changed data ended early")
+                        chunk = _read_exactly(stream, min(CLUSTER, offset + length - pos))
                         if chunk == ZERO_CLUSTER[:len(chunk)]:
                             nbd.write_zeroes(pos, len(chunk))
                         else:
@@ -255,7 +255,7 @@ def _fill(conf: str | None, source: str, extents: list[tuple[int, int]], target:
     thread.start()
     failure: OnevitaError | None = None
     try:
-        export_extents(read_config(conf), source, extents, writer_end.fileno())
+        export_changes(read_config(conf), source, layers, clusters, writer_end.fileno())
     except OnevitaError as e:
         failure = e
     finally:

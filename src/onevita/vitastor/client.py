@@ -21,12 +21,13 @@ import collections
 import errno
 import os
 import stat
+import struct
 import sys
 import time
 from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, Deque, Iterator, Union
+from typing import Any, Callable, Deque, Iterator, List, Tuple, Union
 
 import orjson
 
@@ -35,8 +36,8 @@ from ..errors import ClusterUnreachable, ConfigError, ImageNotFound, OnevitaErro
 from .config import VitastorConfig
 from .etcd import Etcd
 
-__all__ = ["MIN_VERSION", "copy_image", "export_extents", "export_to_file", "find_library", "import_fd",
-           "import_file", "layer_bitmap", "library_version"]
+__all__ = ["MIN_VERSION", "Extents", "copy_image", "export_changes", "export_to_file", "find_library",
+           "import_fd", "import_file", "library_version"]
 
 MIN_VERSION = (1, 11)
 LIBRARY_ENV = "ONEVITA_LIBVITASTOR"
@@ -441,49 +442,53 @@ def copy_image(conf: VitastorConfig, src: str, dst: str, *, queue_depth: int = 3
     return _timed(what, progress, lambda: _run(conf, what, job))
 
 
-def layer_bitmap(conf: VitastorConfig, layers: list[str], size: int) -> tuple[int, bytes]:
+Extents = List[Tuple[int, int]]
+EXTENT = struct.Struct(">QQ")
+COUNT = struct.Struct(">Q")
+
+
+def _written_by(session: _Session, layers: list[str], size: int) -> tuple[int, bytes]:
     """(granularity, bitmap): one bit per granule of [0, ``size``), LSB first, set where any of
-    ``layers`` itself (not through its parents) holds written data. Only allocation bitmaps are
-    read (OSD_OP_READ_BITMAP), never data."""
-    if not layers:
-        raise ValueError("no layers")
-    out_fd = os.memfd_create("onevita-bitmap", os.MFD_CLOEXEC)
-
-    def job(session: _Session) -> int:
-        with session.image(layers[0]) as first:
-            granularity: int = first.granularity
-        bitmap = session.ffi.new("uint8_t[]", -(-size // granularity // 8) + 8)
-        for name in layers:
-            with session.image(name) as layer:
-                err = session.ffi.new("char[]", ERR_SIZE)
-                rc = session.lib.ov_layer_bitmap(session.client, layer.handle, size, granularity, bitmap, 32,
-                                                 err, ERR_SIZE)
-                if rc < 0:
-                    raise OnevitaError(session.ffi.string(err).decode(errors="replace"))
-        data = bytes(session.ffi.buffer(bitmap, -(-size // granularity // 8)))
-        while data:
-            data = data[os.write(out_fd, data):]
-        return granularity
-
-    try:
-        granularity = _run(conf, f"reading the bitmaps of {', '.join(layers)}", job, (out_fd,))
-        with os.fdopen(os.dup(out_fd), "rb") as f:
-            f.seek(0)
-            return granularity, f.read()
-    finally:
-        os.close(out_fd)
+    ``layers`` itself (not through its parents) holds written data; READ_BITMAP, no data read."""
+    with session.image(layers[0]) as first:
+        granularity: int = first.granularity
+    nbytes = -(-size // granularity // 8)
+    bitmap = session.ffi.new("uint8_t[]", nbytes + 8)
+    for name in layers:
+        with session.image(name) as layer:
+            err = session.ffi.new("char[]", ERR_SIZE)
+            rc = session.lib.ov_layer_bitmap(session.client, layer.handle, size, granularity, bitmap, 32, err,
+                                             ERR_SIZE)
+            if rc < 0:
+                raise OnevitaError(session.ffi.string(err).decode(errors="replace"))
+    return granularity, bytes(session.ffi.buffer(bitmap, nbytes))
 
 
-def export_extents(conf: VitastorConfig, image: str, extents: list[tuple[int, int]], fd: int, *,
-                   queue_depth: int = 32, progress: bool = True) -> int:
-    """Write what ``image`` reads (through its parents) in ``extents`` ((offset, length), in
-    order, 4 KiB-aligned) to the stream ``fd``, back to back. Returns the bytes written."""
+def export_changes(conf: VitastorConfig, image: str, layers: list[str] | None,
+                   to_extents: Callable[[bytes, int, int], Extents], fd: int, *, queue_depth: int = 32,
+                   progress: bool = True) -> int:
+    """In one library session: the granules that ``layers`` themselves wrote (None: all of
+    ``image``), made (offset, length) extents by ``to_extents(bitmap, granularity, size)``, then what
+    ``image`` reads (through its parents) in them, to the stream ``fd``: first the extents
+    (their count, then each offset and length, 64-bit big-endian), then their data back to
+    back. Returns the data bytes written."""
     what = f"export of the changed parts of {image}"
-    flat = [v for extent in extents for v in extent]
 
     def job(session: _Session) -> int:
         with session.image(image) as source:
-            array = session.ffi.new("uint64_t[]", flat or [0])
+            if layers is None:
+                extents = [(0, source.size)]
+            elif layers:
+                granularity, bitmap = _written_by(session, layers, source.size)
+                extents = to_extents(bitmap, granularity, source.size)
+            else:
+                extents = []
+            header = COUNT.pack(len(extents)) + b"".join(EXTENT.pack(*extent) for extent in extents)
+            while header:
+                header = header[os.write(fd, header):]
+            if not extents:
+                return 0
+            array = session.ffi.new("uint64_t[]", [v for extent in extents for v in extent])
             return session.copy("ov_copy_extents_to_fd", what, progress, source.handle, array, len(extents),
                                 fd, queue_depth)
 
