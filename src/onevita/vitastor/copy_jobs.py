@@ -21,7 +21,7 @@ from ..errors import BadRequest, ImageExists
 from ..names import check_conf, check_image
 from .catalog import Catalog, Inode
 from .config import read_config
-from .jobs import IMPORTING, delete, open_catalog
+from .jobs import clear_partial, delete, open_catalog
 
 __all__ = ["copy_into", "copy_to_new", "export_stream", "md5"]
 
@@ -37,11 +37,7 @@ def _fill_new(conf: str | None, catalog: Catalog, base: Inode, name: str, pool: 
     left by an interrupted run is removed first; a failed copy removes it. Returns bytes copied."""
     from .client import copy_image
 
-    partial = check_image(name + IMPORTING)
-    if catalog.find(partial) is not None:
-        log.warn(f"removing {partial}, left by an interrupted copy")
-        delete(conf, partial)
-        catalog.load()
+    partial = clear_partial(conf, catalog, name, "copy")
     target = catalog.pool(pool, default=catalog.pools.get(base.pool_id))
     catalog.create(partial, size, target, meta=meta)
     try:

@@ -217,7 +217,19 @@ def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str
     return result
 
 
-IMPORTING = ".importing"  # suffix of an image while import_image fills it
+IMPORTING = ".importing"  # suffix of an image while it is filled
+
+
+def clear_partial(conf: str | None, catalog: Catalog, name: str, what: str) -> str:
+    """``name.importing``, the name an image has while it is filled (renamed when complete, so
+    ``name`` never holds partial data); one an interrupted ``what`` left is removed first, so a
+    retry starts clean."""
+    partial = check_image(name + IMPORTING)
+    if catalog.find(partial) is not None:
+        log.warn(f"removing {partial}, left by an interrupted {what}")
+        delete(conf, partial)
+        catalog.load()
+    return partial
 CONVERTIBLE = ("qcow2", "vmdk", "vdi", "vhdx", "vpc")  # what onevita.datastore.source detects
 STAGE_CHUNK = 1 << 20
 CHECK_OK = (0, 3, 63)  # qemu-img check: clean, only leaked clusters, format without checks
@@ -376,11 +388,7 @@ def import_image(conf: str | None, pool: str | None, name: str, size: int, fmt: 
     if catalog.find(check_image(name)) is not None:
         raise ImageExists(f"Vitastor image {name} already exists; OpenNebula never reuses image ids, "
                           "so it holds other data: remove it first")
-    partial = check_image(name + IMPORTING)
-    if catalog.find(partial) is not None:
-        log.warn(f"removing {partial}, left by an interrupted import")
-        delete(conf, partial)
-        catalog.load()
+    partial = clear_partial(conf, catalog, name, "import")
     target = catalog.pool(pool)
     try:
         if fmt == "raw":

@@ -21,7 +21,7 @@ from ..errors import BadRequest, ConfigError, ImageExists, OnevitaError
 from ..names import check_image
 from ..run import CommandFailed, run
 from .config import read_config
-from .jobs import IMPORTING, delete, open_catalog
+from .jobs import clear_partial, delete, open_catalog
 
 __all__ = ["MADE_AS", "SWAP", "make_empty"]
 
@@ -92,11 +92,7 @@ def make_empty(conf: str | None, pool: str | None, name: str, size: int, fs: str
         catalog.create(name, size, target, meta=made_as)
         log.info(f"created {name} ({size // MIB} MiB) in pool {target.name}")
         return True
-    partial = check_image(name + IMPORTING)
-    if catalog.find(partial) is not None:
-        log.warn(f"removing {partial}, left by an interrupted run")
-        delete(conf, partial)
-        catalog.load()
+    partial = clear_partial(conf, catalog, name, "run")
     try:
         staging = tempfile.mkdtemp(prefix="onevita-mkfs-", dir=staging_dir)
     except OSError as e:

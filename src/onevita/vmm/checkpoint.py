@@ -102,7 +102,7 @@ def store_checkpoint(file: str, vm_id: int, conf: str | None, pool: str | None, 
     """FILE into the VM's checkpoint image (replacing an older one), then FILE removed."""
     from ..vitastor.client import import_file
     from ..vitastor.config import read_config
-    from ..vitastor.jobs import IMPORTING, delete, open_catalog
+    from ..vitastor.jobs import clear_partial, delete, open_catalog
 
     name = check_image(checkpoint_name(prefix, vm_id))
     try:
@@ -111,11 +111,7 @@ def store_checkpoint(file: str, vm_id: int, conf: str | None, pool: str | None, 
         raise OnevitaError(f"cannot read {file}: {e.strerror}") from e
     image_size = max(ALIGN, -(-size // ALIGN) * ALIGN)
     catalog = open_catalog(conf)
-    partial = check_image(name + IMPORTING)
-    if catalog.find(partial) is not None:
-        log.warn(f"removing {partial}, left by an interrupted save")
-        delete(conf, partial)
-        catalog.load()
+    partial = clear_partial(conf, catalog, name, "save")
     target = catalog.pool(pool)
     catalog.create(partial, image_size, target, meta={SIZE_META: size})
     try:
