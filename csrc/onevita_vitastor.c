@@ -792,6 +792,15 @@ static void copy_init(struct copy *cp, ov_client *client, int flags, ov_progress
     cp->write_zeroes = flags & OV_WRITE_ZEROES;
 }
 
+/* A copy that reads `src`: one object at a time, its granules. */
+static void copy_from_image(struct copy *cp, ov_image *src)
+{
+    cp->src = src;
+    cp->src_kind = SRC_IMAGE;
+    cp->block = src->block_size;
+    cp->unit = max_u64(src->granularity, SECTOR);
+}
+
 int64_t ov_copy_fd_to_image(ov_client *client, int fd, uint64_t size, ov_image *dst, int queue_depth,
                             int flags, ov_progress_fn *progress, void *opaque, char *err, size_t err_size)
 {
@@ -822,12 +831,9 @@ int64_t ov_copy_image_to_fd(ov_client *client, ov_image *src, uint64_t size, int
     struct stat st;
 
     copy_init(&cp, client, flags, progress, opaque, err, err_size);
-    cp.src = src;
-    cp.src_kind = SRC_IMAGE;
+    copy_from_image(&cp, src);
     cp.dst_fd = fd;
     cp.total = size;
-    cp.block = src->block_size;
-    cp.unit = max_u64(src->granularity, SECTOR);
     if (size > src->size)
         return fail(err, err_size, EINVAL, "Vitastor image %s has only %llu bytes", src->name,
                     (unsigned long long)src->size);
@@ -855,13 +861,11 @@ int64_t ov_copy_image_to_image(ov_client *client, ov_image *src, ov_image *dst, 
     int rc;
 
     copy_init(&cp, client, flags, progress, opaque, err, err_size);
-    cp.src = src;
-    cp.src_kind = SRC_IMAGE;
+    copy_from_image(&cp, src);
     cp.dst = dst;
     cp.dst_kind = DST_IMAGE;
     cp.total = src->size;
-    cp.block = src->block_size;
-    cp.unit = max_u64(max_u64(src->granularity, dst->granularity), SECTOR);
+    cp.unit = max_u64(cp.unit, dst->granularity);
     if (src->num == dst->num)
         return fail(err, err_size, EINVAL, "cannot copy Vitastor image %s onto itself", src->name);
     if ((rc = check_target(&cp, dst)) < 0)
@@ -950,17 +954,15 @@ int64_t ov_copy_extents_to_fd(ov_client *client, ov_image *src, const uint64_t *
     uint64_t i;
 
     copy_init(&cp, client, 0, progress, opaque, err, err_size);
-    cp.src = src;
-    cp.src_kind = SRC_IMAGE;
+    copy_from_image(&cp, src);
     cp.dst_fd = fd;
     cp.dst_kind = DST_STREAM;
-    cp.block = src->block_size;
-    cp.unit = max_u64(src->granularity, SECTOR);
     cp.extents = extents;
     cp.n_extents = count;
     for (i = 0; i < count; i++) {
-        if (extents[2 * i] % cp.unit || extents[2 * i + 1] % cp.unit || !extents[2 * i + 1] ||
-            extents[2 * i] + extents[2 * i + 1] > src->size || (i && extents[2 * i] < extents[2 * i - 2] + extents[2 * i - 1]))
+        uint64_t off = extents[2 * i], len = extents[2 * i + 1];
+        if (off % cp.unit || len % cp.unit || !len || off + len > src->size ||
+            (i && off < extents[2 * i - 2] + extents[2 * i - 1]))
             return fail(err, err_size, EINVAL, "extent %llu of %s is not aligned, ordered and inside the image",
                         (unsigned long long)i, src->name);
         cp.total += extents[2 * i + 1];
