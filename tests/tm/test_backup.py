@@ -13,14 +13,15 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 from tests.cloud import Cloud
+from tests.formatting import datastore_conf  # noqa: F401 (a fixture)
 from tests.harness import documents as docs
 from tests.harness.user import ActionUser
-from tests.tm.conftest import MIB, FakeVirsh, catalog, disk_path, make_image
+from tests.tm.conftest import MIB, FakeVirsh, catalog, disk_path, make_image, ssh_hosts  # noqa: F401
 
 VM_ID = 12
 LCM_BACKUP_POWEROFF = 70
@@ -389,3 +390,21 @@ def test_no_room_to_stage_leaves_no_checkpoint(chain: Chain, small_vm_dir: Path)
     assert result.rc == 1 and "No space left on device" in result.reason, result.stderr
     assert chain.checkpoints() == {0: [], 1: []}
     assert list(small_vm_dir.iterdir()) == []
+
+
+def test_last_bridge_and_backup_base_path(chain: Chain, tmp_path: Path, datastore_conf: Path,  # noqa: F811
+                                          ssh_hosts: Callable[[], list[str]]) -> None:  # noqa: F811
+    """The files are written on BACKUP_CONFIG/LAST_BRIDGE (7.0+), in BACKUP_BASE_PATH/<vm>/backup
+    when datastore.conf sets it, which postbackup removes there."""
+    base = tmp_path / "backup-base"
+    base.mkdir()
+    datastore_conf.write_text(f'BACKUP_BASE_PATH="{base}"\n')
+    xml = backup_vm_doc(chain.cloud, {"MODE": "FULL", "LAST_BRIDGE": "bridge1", "BACKUP_VOLATILE": "YES"})
+    args = (chain.location, "0:1", f"one-{VM_ID}", "-", str(VM_ID), "100")
+    chain.cloud.ok("tm/prebackup", *args, stdin=xml.encode())
+    assert ssh_hosts()[-1] == "bridge1"  # the files' job; the checkpoint's ran before it
+    stage = base / str(VM_ID) / "backup"
+    assert sorted(p.name for p in stage.iterdir()) == ["disk.0.0", "disk.1.0", "vm.xml"]
+    assert not chain.stage.exists()
+    chain.cloud.ok("tm/postbackup", *args, stdin=xml.encode())
+    assert ssh_hosts()[-1] == "bridge1" and not stage.exists()
