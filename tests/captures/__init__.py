@@ -43,10 +43,12 @@ class Capture:
     stdin: str
 
     def document(self) -> etree._Element | None:
-        """The stdin document (base64 for DS actions and local VMM actions), None when empty."""
-        if not self.stdin.strip():
+        """The stdin document: base64 for DS actions and local VMM actions, plain XML for the
+        backup TM actions (one_vmm_exec passes the VM as it is); None when empty (tm/restore)."""
+        text = self.stdin.strip()
+        if not text:
             return None
-        return etree.fromstring(base64.b64decode(self.stdin), _PARSER)
+        return etree.fromstring(text.encode() if text.startswith("<") else base64.b64decode(text), _PARSER)
 
 
 @cache

@@ -139,6 +139,13 @@ def _history(records: etree._Element, vm_id: int, host: str, host_id: int, sys_d
         _text(history, tag, value)
 
 
+# BACKUP_CONFIG of a VM with KEEP_LAST set after a backup to datastore 200 (captured on 7.0.2:
+# Backups::parse fills BACKUP_VOLATILE, FS_FREEZE, INCREMENT_MODE, the ids; the rest is the user's)
+BACKUP_CONFIG_SET = {"BACKUP_VOLATILE": "NO", "FS_FREEZE": "NONE", "INCREMENTAL_BACKUP_ID": "-1",
+                     "INCREMENT_MODE": "CBT", "KEEP_LAST": "4", "LAST_DATASTORE_ID": "200",
+                     "LAST_INCREMENT_ID": "-1", "MODE": "FULL"}
+
+
 def vm_xml(vm_id: int, *, disks: Sequence[Mapping[str, str]], host: Optional[str] = "node1", host_id: int = 0,
            sys_ds_id: int = 100, lcm_state: int = 3, state: int = 3, deploy_id: Optional[str] = None,
            context_disk_id: Optional[int] = None, name: Optional[str] = None, tm_mad_system: str = "vitastor",
@@ -146,7 +153,9 @@ def vm_xml(vm_id: int, *, disks: Sequence[Mapping[str, str]], host: Optional[str
     """``<VM>`` as ``one.vm.info`` returns it.
 
     ``host=None`` gives a VM never placed on a host (no HISTORY). ``deploy_id=None`` gives an empty
-    DEPLOY_ID, as before the first deploy. ``backup_config`` is written sorted, as oned does.
+    DEPLOY_ID, as before the first deploy. ``backup_config`` (None: a VM never configured for
+    backups, an empty BACKUP_CONFIG) is laid over what oned keeps once backups are configured
+    and one was taken (``BACKUP_CONFIG_SET``), written sorted, as oned does.
     """
     vm = etree.Element("VM")
     _owner(vm, vm_id, name or f"vm-{vm_id}", group_use=0)
@@ -162,7 +171,8 @@ def vm_xml(vm_id: int, *, disks: Sequence[Mapping[str, str]], host: Optional[str
     if host is not None:
         _history(records, vm_id, host, host_id, sys_ds_id, tm_mad_system)
     backups = etree.SubElement(vm, "BACKUPS")
-    _cdata_children(backups, "BACKUP_CONFIG", dict(sorted((backup_config or {}).items())))
+    config = {} if backup_config is None else {**BACKUP_CONFIG_SET, **backup_config}
+    _cdata_children(backups, "BACKUP_CONFIG", dict(sorted(config.items())))
     etree.SubElement(backups, "BACKUP_IDS")
     return _serialize(vm)
 

@@ -18,7 +18,7 @@ from .. import log
 from ..names import check_image
 from . import cli
 from .catalog import Catalog, Inode
-from .jobs import IMPORTING, delete, import_image, open_catalog
+from .jobs import delete, import_image, open_catalog
 
 if TYPE_CHECKING:
     from ..datastore.source import Reader
@@ -63,10 +63,9 @@ def restore_disk(conf: str | None, name: str, fmt: str, staging_dir: str, stream
         log.warn(f"removing what an earlier restore of {name} replaced")
         _remove_old(conf, catalog, name)
     new = check_image(name + RESTORED)
-    for leftover in (new, new + IMPORTING):
-        if catalog.find(leftover) is not None:
-            log.warn(f"removing {leftover}, left by an interrupted restore")
-            delete(conf, leftover)
+    if catalog.find(new) is not None:  # import_image removes a NAME.restore.importing itself
+        log.warn(f"removing {new}, left by an interrupted restore")
+        delete(conf, new)
     return import_image(conf, str(disk.pool_id), new, disk.size, fmt, staging_dir, stream)
 
 
