@@ -63,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     /tmp/pytest-of-root is root's alone (pytest takes group and other bits off it at every
     start, also under a session still running), and the action user must reach the tests'
     directories below it. Of those that finished sessions left (after failures), the newest
-    KEEP_BASETEMPS stay."""
+    KEEP_BASETEMPS stay. The ``etcd_only`` marker is declared here too."""
+    config.addinivalue_line("markers", "etcd_only: run an ANTIETCD_MODULES test on etcd only")
     if config.option.basetemp is None:
         kept = [path for path in Path(tempfile.gettempdir()).glob(BASETEMP_PREFIX + "*")
                 if not _running(path)]
@@ -180,8 +181,10 @@ def antietcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The ANTIETCD_MODULES' tests run once on etcd and once on antietcd."""
-    if "store" in metafunc.fixturenames and metafunc.module.__name__ in ANTIETCD_MODULES:
+    """The ANTIETCD_MODULES' tests run once on etcd and once on antietcd, but those marked
+    ``etcd_only`` (long ones whose etcd traffic the others already cover: suite time)."""
+    if "store" in metafunc.fixturenames and metafunc.module.__name__ in ANTIETCD_MODULES and \
+            metafunc.definition.get_closest_marker("etcd_only") is None:
         metafunc.parametrize("store", ["etcd", "antietcd"], indirect=True)
 
 

@@ -153,6 +153,7 @@ def checkpointed(cloud: Cloud) -> tuple[str, dict[str, bytes]]:
     return name, interleave(cloud, name, lambda snap_id: snapshot(cloud, name, snap_id))
 
 
+@pytest.mark.parametrize("cloud", ["frontend"], indirect=True)  # suite time: one mode
 class TestBackupCheckpoints:
     """The image's backup checkpoints (``SOURCE@backup-<increment>``) are no snapshots of
     OpenNebula's: the snapshot actions keep them with their names and bytes, and they go

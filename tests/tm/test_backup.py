@@ -239,6 +239,7 @@ def test_an_increment_holds_only_what_changed_and_restores_exactly(chain: Chain)
     chain.check()
 
 
+@FRONTEND_ONLY
 def test_snapshot_revert_and_resize_between_increments(chain: Chain) -> None:
     cloud, vol = chain.cloud, chain.names[VOLATILE]
     chain.backup()
@@ -356,6 +357,7 @@ def test_live_backup_thaws_when_the_checkpoint_fails(chain: Chain, virsh: FakeVi
 
 # --- bad input ---------------------------------------------------------------------------------
 
+@FRONTEND_ONLY
 @pytest.mark.parametrize(("config", "ids", "reason"), [
     ({"MODE": "WEEKLY"}, "0", "BACKUP_CONFIG/MODE 'WEEKLY' is neither FULL nor INCREMENT"),
     ({"MODE": "INCREMENT", "LAST_INCREMENT_ID": "x"}, "0", "BACKUP_CONFIG/LAST_INCREMENT_ID must be an integer, got 'x'"),
@@ -382,6 +384,7 @@ def small_vm_dir(tmp_path: Path, location: str) -> Iterator[Path]:
         subprocess.run(["umount", str(path)], check=True)
 
 
+@FRONTEND_ONLY
 def test_no_room_to_stage_leaves_no_checkpoint(chain: Chain, small_vm_dir: Path) -> None:
     chain.cloud.cluster.write(chain.names[PERSISTENT], 0, os.urandom(4 * MIB))
     xml = backup_vm_doc(chain.cloud, {"MODE": "FULL", "BACKUP_VOLATILE": "YES"})

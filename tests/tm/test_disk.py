@@ -187,6 +187,7 @@ class TestDeleteDisk:
         cloud.ok("tm/delete", disk_path(), "12", "101")
         assert layers(cloud, name) == {}
 
+    @pytest.mark.etcd_only
     def test_delete_clone_removes_its_backup_checkpoints_leaves_first(self, cloud: Cloud) -> None:
         """Backup checkpoints (NAME@backup-N) go with the disk, here in a tree: INTERLEAVED's
         snapshots and checkpoints, then a revert to 0, which leaves the checkpoints on a side

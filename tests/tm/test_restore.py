@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from onevita.vitastor.catalog import Inode
 from tests.backupds import (
     RsyncBackups,
@@ -20,6 +22,7 @@ from tests.harness import documents as docs
 from tests.tm.conftest import MIB, catalog, make_image
 
 VM_ID, BACKUP_IMAGE = 12, 300
+FRONTEND_ONLY = pytest.mark.parametrize("cloud", ["frontend"], indirect=True)  # suite time: one mode
 SIZES = {0: 8 * MIB, 1: 4 * MIB}
 LCM_RESTORE = 72  # POWEROFF + RESTORE while tm/restore runs
 
@@ -92,6 +95,7 @@ def test_in_place_restore_of_two_disks_from_a_chain(cloud: Cloud, backups: Rsync
         before = layers
 
 
+@FRONTEND_ONLY
 def test_restore_of_one_disk_leaves_the_other_alone(cloud: Cloud, backups: RsyncBackups, tmp_path: Path) -> None:
     states = setup_vm(cloud, backups, tmp_path)
     names = names_of(cloud)
@@ -117,6 +121,7 @@ def test_a_download_failing_half_way_changes_nothing(cloud: Cloud, backups: Rsyn
     assert os.listdir(staging) == []
 
 
+@FRONTEND_ONLY
 def test_a_retry_finishes_what_a_run_left_after_the_swap(cloud: Cloud, backups: RsyncBackups,
                                                          tmp_path: Path) -> None:
     """As if a run died after its swap: ``NAME.old`` with its snapshot layers beside a new
@@ -158,6 +163,7 @@ def with_vtpm(vm_xml: str) -> str:
     return vm_xml.replace("<TEMPLATE>", "<TEMPLATE><TPM><MODEL><![CDATA[tpm-crb]]></MODEL></TPM>", 1)
 
 
+@FRONTEND_ONLY
 def test_backups_by_prebackup_restore_in_place_with_the_vtpm(cloud: Cloud, backups: RsyncBackups,
                                                              tmp_path: Path) -> None:
     """End to end with onevita's own backups: prebackup → the datastore's backup → postbackup,

@@ -311,6 +311,8 @@ class TestSnapRevert:
         assert read(cloud, name) == states[2]
 
 
+@pytest.mark.etcd_only
+@pytest.mark.parametrize("cloud", ["frontend"], indirect=True)  # metadata and vitastor-cli rm only
 class TestBackupCheckpoints:
     """Backup checkpoints (``NAME@backup-<increment>``, readonly layers the backup jobs take like
     a snapshot) sit in the disk's chain among its snapshots: every snapshot action works around
