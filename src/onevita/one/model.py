@@ -167,6 +167,14 @@ class VM:
         except KeyError:
             raise BadRequest(f"VM {self.id} has no disk {disk_id}") from None
 
+    def datastore_of(self, disk: Disk) -> int:
+        """The datastore whose VITASTOR_CONF, pool and prefix ``disk`` uses: its image's, or
+        the system datastore for a volatile disk; BadRequest if the document names none."""
+        ds_id = disk.datastore_id if disk.source else self.system_ds_id
+        if ds_id is None:
+            raise BadRequest(f"VM {self.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
+        return ds_id
+
 
 @dataclass(frozen=True)
 class Image:

@@ -115,10 +115,7 @@ def _backup_disks(vm: VM, ids: str) -> list[BackupDisk]:
                          "Vitastor disks only")
     result = []
     for disk in disks:
-        ds_id = disk.datastore_id if disk.source else vm.system_ds_id
-        if ds_id is None:
-            raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
-        settings = datastore(ds_id).vitastor()
+        settings = datastore(vm.datastore_of(disk)).vitastor()
         result.append(BackupDisk(disk.id, disk_name(vm.id, disk, settings), settings))
     return result
 
@@ -190,9 +187,7 @@ def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) 
                 run_job(job_host(group[0].settings, host), "backup_checkpoint", conf=conf,
                         names=[d.name for d in group], increment_id=increment.id)
                 taken = True
-        for conf, group in groups.items():
-            run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
-                    names=[d.name for d in group], keep=increment.keep)
+        _prune(host, groups, increment.keep)
         tpm = run_job(host, "tpm_save", deploy_id=deploy_id, vm_dir=vm_dir) if _has_vtpm(root) else None
         staged = [{"conf": d.settings.conf, "name": d.name, "disk_id": d.id} for d in disks]
         run_job(target, "backup_write", stage=stage, vm_xml=text, disks=staged, increment_id=increment.id,
@@ -200,6 +195,13 @@ def _backup(location: str, ids: str, deploy_id: str, vm_id: str, *, live: bool) 
     except BaseException:
         _undo(target, stage, host, groups, increment if taken else None)
         raise
+
+
+def _prune(host: str, groups: dict[str | None, list[BackupDisk]], keep: list[int]) -> None:
+    """Remove the disks' checkpoints but those of ``keep``, in each cluster."""
+    for conf, group in groups.items():
+        run_job(job_host(group[0].settings, host), "backup_prune", conf=conf, names=[d.name for d in group],
+                keep=keep)
 
 
 def _undo(target: str, stage: str, host: str, groups: dict[str | None, list[BackupDisk]],
@@ -210,10 +212,7 @@ def _undo(target: str, stage: str, host: str, groups: dict[str | None, list[Back
     try:
         run_job(target, "backup_clean", stage=stage)
         if increment is not None:
-            keep = [increment.since] if increment.since >= 0 else []
-            for conf, group in groups.items():
-                run_job(job_host(group[0].settings, host), "backup_prune", conf=conf,
-                        names=[d.name for d in group], keep=keep)
+            _prune(host, groups, [increment.since] if increment.since >= 0 else [])
     except OnevitaError as e:
         log.error(f"cleaning up after the failed backup: {e}")
 

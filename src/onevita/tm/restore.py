@@ -84,10 +84,7 @@ def _target(vm: VM, host: str, disk_id: int, url: str) -> _Target:
     if disk.attrs.get("TM_MAD") != "vitastor":
         tm_mad = disk.attrs.get("TM_MAD")
         raise BadRequest(f"VM {vm.id} disk {disk_id} is not on Vitastor (TM_MAD {tm_mad!r})")
-    ds_id = vm.system_ds_id if not disk.source else disk.datastore_id
-    if ds_id is None:
-        raise BadRequest(f"VM {vm.id} disk {disk_id}: no datastore to read VITASTOR_CONF from")
-    ds = datastore(ds_id)
+    ds = datastore(vm.datastore_of(disk))
     settings = ds.vitastor()
     staging = ds.template.get("STAGING_DIR") or STAGING_DIR
     if not staging.startswith("/"):

@@ -43,12 +43,16 @@ def open_catalog(conf: str | None) -> Catalog:
 
 def _layers(catalog: Catalog, name: str) -> list[Inode]:
     """``name``, all its ``name@N`` snapshot layers, its ``name@backup-N`` backup checkpoints and
-    the old head an interrupted revert left (``name.revert``), each after every layer that reads
-    through it, so removing them in this order never merges data between them."""
+    the old head an interrupted revert left (``name.revert``), leaves first."""
     pattern = re.compile(re.escape(name) + rf"(@[0-9]+|@{BACKUP_CHECKPOINT}[0-9]+|\.revert)?")
-    own = [i for i in catalog.inodes.values() if pattern.fullmatch(i.name)]
+    return leaves_first(catalog, [i for i in catalog.inodes.values() if pattern.fullmatch(i.name)])
+
+
+def leaves_first(catalog: Catalog, layers: list[Inode]) -> list[Inode]:
+    """``layers``, each after every one of them that reads through it, so removing them in this
+    order never merges data between them."""
     ordered: list[Inode] = []
-    remaining = {i.num: i for i in own}
+    remaining = {i.num: i for i in layers}
     while remaining:
         leaves = [i for i in remaining.values()
                   if not any(c.num in remaining for c in catalog.children(i))]
@@ -218,6 +222,9 @@ def vm_disk_usage(conf: str | None, prefix: str) -> dict[str, dict[str, dict[str
 
 
 IMPORTING = ".importing"  # suffix of an image while it is filled
+CONVERTIBLE = ("qcow2", "vmdk", "vdi", "vhdx", "vpc")  # what onevita.datastore.source detects
+STAGE_CHUNK = 1 << 20
+CHECK_OK = (0, 3, 63)  # qemu-img check: clean, only leaked clusters, format without checks
 
 
 def clear_partial(conf: str | None, catalog: Catalog, name: str, what: str) -> str:
@@ -230,9 +237,6 @@ def clear_partial(conf: str | None, catalog: Catalog, name: str, what: str) -> s
         delete(conf, partial)
         catalog.load()
     return partial
-CONVERTIBLE = ("qcow2", "vmdk", "vdi", "vhdx", "vpc")  # what onevita.datastore.source detects
-STAGE_CHUNK = 1 << 20
-CHECK_OK = (0, 3, 63)  # qemu-img check: clean, only leaked clusters, format without checks
 
 
 def _round_up(size: int) -> int:

@@ -15,10 +15,10 @@ import re
 from typing import TYPE_CHECKING
 
 from .. import log
-from ..names import check_image
+from ..names import BACKUP_CHECKPOINT, check_image
 from . import cli
 from .catalog import Catalog, Inode
-from .jobs import delete, import_image, open_catalog
+from .jobs import delete, import_image, leaves_first, open_catalog
 
 if TYPE_CHECKING:
     from ..datastore.source import Reader
@@ -32,19 +32,12 @@ REPLACED = ".old"  # the old head of a disk after the swap, until it is removed
 def _old_layers(catalog: Catalog, name: str) -> list[Inode]:
     """What belongs to the replaced disk ``name``: ``name.old``, its snapshot layers
     (``name@N``), backup checkpoints (``name@backup-N``) and an interrupted revert's
-    ``name.revert``, but not the current ``name`` or what it reads through; each after every
-    layer that reads through it, so removing them in order merges no data between them."""
-    pattern = re.compile(re.escape(name) + r"(\.old|\.revert|@[0-9]+|@backup-[0-9]+)")
+    ``name.revert``, but not the current ``name`` or what it reads through; leaves first."""
+    pattern = re.compile(re.escape(name) + rf"(\.old|\.revert|@[0-9]+|@{BACKUP_CHECKPOINT}[0-9]+)")
     head = catalog.find(name)
     keep = {head.num, *(a.num for a in catalog.ancestors(head))} if head is not None else set()
-    remaining = {i.num: i for i in catalog.inodes.values() if pattern.fullmatch(i.name) and i.num not in keep}
-    ordered: list[Inode] = []
-    while remaining:
-        leaves = [i for i in remaining.values() if not any(c.num in remaining for c in catalog.children(i))]
-        for leaf in sorted(leaves or list(remaining.values()), key=lambda i: i.name):
-            ordered.append(leaf)
-            del remaining[leaf.num]
-    return ordered
+    return leaves_first(catalog, [i for i in catalog.inodes.values()
+                                  if pattern.fullmatch(i.name) and i.num not in keep])
 
 
 def _remove_old(conf: str | None, catalog: Catalog, name: str) -> None:

@@ -101,10 +101,7 @@ def vitastor_source(vm: VM, disk: Disk) -> etree._Element:
     """``<source protocol='vitastor' name='IMAGE'>`` for a Vitastor disk of ``vm``, with
     ``<config file='VITASTOR_CONF'/>`` when the disk's datastore (the system datastore for a
     volatile disk) sets one."""
-    ds_id = vm.system_ds_id if not disk.source else disk.datastore_id
-    if ds_id is None:
-        raise BadRequest(f"VM {vm.id} disk {disk.id}: no datastore to read VITASTOR_CONF from")
-    settings = datastore(ds_id).vitastor()
+    settings = datastore(vm.datastore_of(disk)).vitastor()
     source = etree.Element("source", protocol="vitastor", name=disk_name(vm.id, disk, settings))
     if settings.conf:
         etree.SubElement(source, "config", file=check_conf(settings.conf))
