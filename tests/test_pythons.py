@@ -37,14 +37,13 @@ import pytest
 from onevita.actions import DRIVER_DIRS
 from onevita.install import remotes_tree
 from tests.captures import plugin as captures
-from tests.cloud import REMOTES, ROOT, Cloud, Result, write_oned_config
-from tests.conftest import library
+from tests.cloud import REMOTES, ROOT, Cloud, Result
 from tests.datastore.util import MIB, catalog, image_data, make_image
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
 from tests.harness.user import ActionUser
-from tests.install.conftest import ZIPAPP, FrontEnd, frontend_env, make_frontend
+from tests.install.conftest import ZIPAPP, FrontEnd, vitastor_site
 from tests.sim.cluster import SimCluster
 
 # The host OSes of OpenNebula 6.8 to 7.4 and their /usr/bin/python3 (README.md has the table)
@@ -187,19 +186,9 @@ def admin(frontend: FrontEnd, python: Path, *args: str, shiv: Path) -> subproces
 @pytest.fixture()
 def doctor_site(oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path, tmp_path: Path,
                 sim_libvitastor: Path) -> FrontEnd:
-    """tests/install/test_doctor.py's front-end: 7.0, a Vitastor image datastore on this test's
-    cluster bridged by node1, whose remotes are the session's host copy."""
-    env = frontend_env(oned, tmp_path, world)
-    env["ONEVITA_SSH_CONFIG"] = str(sshd.config_path)
-    lib = library(sim_libvitastor)
-    if lib:
-        env["ONEVITA_LIBVITASTOR"] = lib
-    oned.datastores[101] = docs.datastore_xml(101, name="vitastor-images", ds_type=0, template={
-        "VITASTOR_CONF": str(cluster.config_path), "POOL_NAME": "testpool", "BRIDGE_LIST": "node1"})
+    """``vitastor_site`` (as tests/install/test_doctor.py's), whose oned also knows host node1."""
     oned.hosts[0] = docs.host_xml(0, "node1")
-    frontend = make_frontend("7.0", tmp_path / "root", env)
-    write_oned_config(frontend.root / "var/lib/one", SCRIPTS_REMOTE_DIR=str(world / "host-remotes"))
-    return frontend
+    return vitastor_site(oned, cluster, sshd, world, tmp_path, sim_libvitastor)
 
 
 # the build ----------------------------------------------------------------------------------

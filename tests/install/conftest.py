@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud import REMOTES
+from tests.cloud import REMOTES, write_oned_config
+from tests.conftest import library
+from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
+from tests.harness.sshd import Sshd
 from tests.onetrees import VERSIONS, lay_remotes
+from tests.sim.cluster import SimCluster
 
 ONEFILES = Path(__file__).resolve().parent / "onefiles"
 ZIPAPP = REMOTES.parent / "onevita.pyz"
@@ -88,6 +92,22 @@ def make_frontend(version: str, root: Path, env: dict[str, str], one_location: s
                            ("downloader.sh", frontend.downloader)):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ONEFILES / version / source, target)
+    return frontend
+
+
+def vitastor_site(oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path, tmp_path: Path,
+                  sim_libvitastor: Path) -> FrontEnd:
+    """A 7.0 front-end whose oned knows a Vitastor image datastore (101) on the test's cluster,
+    bridged by node1, with the session's host copy as SCRIPTS_REMOTE_DIR."""
+    env = frontend_env(oned, tmp_path, world)
+    env["ONEVITA_SSH_CONFIG"] = str(sshd.config_path)
+    lib = library(sim_libvitastor)
+    if lib:
+        env["ONEVITA_LIBVITASTOR"] = lib
+    oned.datastores[101] = docs.datastore_xml(101, name="vitastor-images", ds_type=0, template={
+        "VITASTOR_CONF": str(cluster.config_path), "POOL_NAME": "testpool", "BRIDGE_LIST": "node1"})
+    frontend = make_frontend("7.0", tmp_path / "root", env)
+    write_oned_config(frontend.root / "var/lib/one", SCRIPTS_REMOTE_DIR=str(world / "host-remotes"))
     return frontend
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from tests.cloud import write_oned_config
-from tests.conftest import library
 from tests.harness import documents as docs
 from tests.harness.oned import OnedStandIn
 from tests.harness.sshd import Sshd
-from tests.install.conftest import FrontEnd, frontend_env, make_frontend
+from tests.install.conftest import FrontEnd, vitastor_site
 from tests.sim.cluster import SimCluster
 
 ISOLATION = ("WARN Vitastor has no authentication: VMs must not reach the storage network. Separate them "
@@ -22,19 +21,10 @@ ISOLATION = ("WARN Vitastor has no authentication: VMs must not reach the storag
 @pytest.fixture()
 def site(oned: OnedStandIn, cluster: SimCluster, sshd: Sshd, world: Path, tmp_path: Path,
          sim_libvitastor: Path) -> FrontEnd:
-    """A 7.0 front-end whose oned knows a Vitastor image datastore on this test's cluster."""
-    env = frontend_env(oned, tmp_path, world)
-    env["ONEVITA_SSH_CONFIG"] = str(sshd.config_path)
-    lib = library(sim_libvitastor)
-    if lib:
-        env["ONEVITA_LIBVITASTOR"] = lib
-    oned.datastores[101] = docs.datastore_xml(101, name="vitastor-images", ds_type=0, template={
-        "VITASTOR_CONF": str(cluster.config_path), "POOL_NAME": "testpool", "BRIDGE_LIST": "node1"})
+    """``vitastor_site``, whose oned also knows an fs image datastore (1)."""
     oned.datastores[1] = docs.datastore_xml(1, name="default", ds_type=0, ds_mad="fs", tm_mad="ssh",
                                             template={})
-    frontend = make_frontend("7.0", tmp_path / "root", env)
-    write_oned_config(frontend.root / "var/lib/one", SCRIPTS_REMOTE_DIR=str(world / "host-remotes"))
-    return frontend
+    return vitastor_site(oned, cluster, sshd, world, tmp_path, sim_libvitastor)
 
 
 def lines(proc: object) -> list[str]:
